@@ -1,0 +1,1 @@
+"""Utilities of the YOLOv5-attention fork: loss, autoanchor, engine glue, data preparation."""
