@@ -141,11 +141,43 @@ def _check_divisible(name: str, channels: int, divisor: int, what: str) -> None:
             f"use a channel count that is a multiple of {divisor}, or change the module's option")
 
 
+def _window_means_3x3(x: torch.Tensor, row_mean: torch.Tensor, col_mean: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the window each tap of a zero-padded 3x3 convolution reads: ``(b, C, 3, 3)``.
+
+    Tap ``(ky, kx)`` reads ``x`` shifted by ``(ky - 1, kx - 1)``; with zero padding, offset -1 misses the last
+    row (column), offset +1 the first and offset 0 nothing. So each window mean is the image mean minus the
+    missed row and column plus their corner, which was subtracted twice. ``row_mean`` and ``col_mean`` are
+    ``x.mean(3)`` and ``x.mean(2)``. A convolution's output mean is its kernel applied to this tensor plus
+    its bias, so this gives the mean without running the convolution.
+    """
+    h, w = x.shape[2], x.shape[3]
+    edges = [-1, 0]  # the row/column missed by offsets -1 and +1
+    missed_row = row_mean[..., edges].unsqueeze(-1) / h  # (b, C, 2, 1), as a share of the image mean
+    missed_col = col_mean[..., edges].unsqueeze(-2) / w  # (b, C, 1, 2)
+    corner = x[:, :, edges][..., edges] / (h * w)  # (b, C, 2, 2)
+    spread = x.new_tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])  # offsets (-1, 0, +1) <- missed edge (last, first)
+    image_mean = row_mean.mean(2)[..., None, None]
+    return image_mean - spread @ missed_row - missed_col @ spread.t() + spread @ corner @ spread.t()
+
+
 class EMA(nn.Module):
     """Efficient Multi-Scale Attention (Ouyang et al., ICASSP 2023).
 
-    Channels are folded into ``factor`` groups; a shared 1x1 branch (directional pooling) and a 3x3
+    Channels are split into ``factor`` groups; a shared 1x1 branch (directional pooling) and a 3x3
     branch are combined by cross-spatial learning into one per-pixel gate for each group.
+
+    ``forward`` is an exact rewrite of the paper's formulation (kept as ``ema_reference`` in
+    ``models/attention_reference.py``; the tests assert they agree) that never materialises the 3x3 branch:
+
+    * the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its
+      softmax descriptor is ``softmax(gn.bias)``, the same for every group and image;
+    * the 3x3 branch ``x2`` enters only through (a) its channel means, which are the kernel applied to the
+      per-tap window means of the input (``_window_means_3x3``), and (b) its channel sum weighted by that
+      descriptor, which is one depthwise 3x3 convolution with the correspondingly combined kernel, summed
+      over each group's channels.
+
+    The work is then a few passes over the input on the ``(b, C, h, w)`` layout instead of a dense
+    ``c x c`` 3x3 convolution on ``(b * groups, c, h, w)``.
     """
 
     def __init__(self, c1: int, factor: int = 32):
@@ -159,17 +191,24 @@ class EMA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, ch, h, w = x.shape
-        g = x.reshape(b * self.groups, ch // self.groups, h, w)
-        # 1x1 branch: pool along W and along H, encode both with one shared 1x1 conv
-        pooled = torch.cat((g.mean(3, keepdim=True), g.mean(2, keepdim=True).transpose(2, 3)), 2)
-        gate_h, gate_w = self.conv1x1(pooled).split((h, w), 2)
-        x1 = self.gn(g * gate_h.sigmoid() * gate_w.transpose(2, 3).sigmoid())
-        x2 = self.conv3x3(g)
-        # cross-spatial learning: each branch's global descriptor weights the other branch's pixels
-        d1 = x1.mean((2, 3)).softmax(-1).unsqueeze(1)  # (bg, 1, c)
-        d2 = x2.mean((2, 3)).softmax(-1).unsqueeze(1)
-        weights = d1 @ x2.flatten(2) + d2 @ x1.flatten(2)  # (bg, 1, hw)
-        return (g * weights.reshape(-1, 1, h, w).sigmoid()).reshape(b, ch, h, w)
+        g, c = self.groups, ch // self.groups
+        row_mean, col_mean = x.mean(3), x.mean(2)  # (b, C, h), (b, C, w)
+        # 1x1 branch: the shared 1x1 conv is a (c, c) matrix applied to each group's H- and W-pooled descriptors
+        pooled = torch.cat((row_mean, col_mean), 2).reshape(b, g, c, h + w)
+        gates = (self.conv1x1.weight.view(c, c) @ pooled + self.conv1x1.bias.view(c, 1)).sigmoid()
+        gate_h, gate_w = gates.reshape(b, ch, h + w).split((h, w), 2)
+        x1 = F.group_norm(x * gate_h.unsqueeze(3) * gate_w.unsqueeze(2), ch,
+                          self.gn.weight.repeat(g), self.gn.bias.repeat(g), self.gn.eps)
+        # cross-spatial learning: weights = d1 @ x2 + d2 @ x1 per group
+        w3, b3 = self.conv3x3.weight.reshape(c, c * 9), self.conv3x3.bias
+        d1 = self.gn.bias.softmax(0)  # softmax of x1's channel means
+        x2_mean = _window_means_3x3(x, row_mean, col_mean).reshape(b, g, c * 9) @ w3.t() + b3  # (b, g, c)
+        d2 = x2_mean.softmax(-1)
+        kernel = (d1 @ w3).reshape(c, 1, 3, 3).repeat(g, 1, 1, 1)  # d1-combined 3x3 kernel per input channel
+        d1_x2 = F.conv2d(x, kernel, None, 1, 1, 1, ch).reshape(b, g, c, h * w).sum(2) + d1 @ b3
+        d2_x1 = (d2.reshape(b * g, 1, c) @ x1.reshape(b * g, c, h * w)).reshape(b, g, h * w)
+        weights = (d1_x2 + d2_x1).sigmoid()
+        return (x.reshape(b, g, c, h * w) * weights.unsqueeze(2)).reshape(b, ch, h, w)
 
 
 class CA(nn.Module):

@@ -30,6 +30,7 @@ from ultralytics.utils.ops import make_divisible  # noqa: E402
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img  # noqa: E402
 
 from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
+from utils.autoanchor import check_anchor_order  # noqa: E402
 
 offline.configure()
 
@@ -53,7 +54,7 @@ class Detect(nn.Module):
         self.register_buffer("anchors", torch.tensor(anchors).float().view(self.nl, -1, 2))
         self.register_buffer("stride", torch.ones(self.nl), persistent=False)
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
-        self._grids: dict = {}  # (level, ny, nx, device, dtype) -> (grid, anchor_grid); a dict so .to() never touches it
+        self._grids: dict = {}  # (ny, nx, device, dtype) -> grid; a plain dict so .to() never touches it
 
     def forward(self, x: list[torch.Tensor]):
         raw, z = [], []
@@ -70,33 +71,30 @@ class Detect(nn.Module):
     def _decode(self, p: torch.Tensor, i: int) -> torch.Tensor:
         """Raw level-i map -> (bs, na*ny*nx, 4 + nc): xy = (2σ - 0.5 + grid)·s, wh = (2σ)²·anchor."""
         bs, _, ny, nx, _ = p.shape
-        grid, anchor_grid = self._grid(i, ny, nx, p)
+        grid = self._grid(ny, nx, p)
+        anchor_px = (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2).to(p.dtype)
         y = p.sigmoid()
         xy = (y[..., :2] * 2 - 0.5 + grid) * self.stride[i]
-        wh = (y[..., 2:4] * 2) ** 2 * anchor_grid
+        wh = (y[..., 2:4] * 2) ** 2 * anchor_px
         cls = y[..., 5:] * y[..., 4:5]
         return torch.cat((xy, wh, cls), -1).view(bs, -1, 4 + self.nc)
 
-    def _grid(self, i: int, ny: int, nx: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (i, ny, nx, like.device, like.dtype)
+    def _grid(self, ny: int, nx: int, like: torch.Tensor) -> torch.Tensor:
+        """Cell offsets (1, 1, ny, nx, 2) as (x, y); cached per size/device/dtype, rebuilt while tracing."""
+        key = (ny, nx, like.device, like.dtype)
         tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         if tracing or key not in self._grids:
             yv, xv = torch.meshgrid(torch.arange(ny, device=like.device, dtype=like.dtype),
                                     torch.arange(nx, device=like.device, dtype=like.dtype), indexing="ij")
             grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2)
-            anchor_grid = (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2).to(like.dtype)
             if tracing:
-                return grid, anchor_grid
-            self._grids[key] = (grid, anchor_grid)
+                return grid
+            self._grids[key] = grid
         return self._grids[key]
 
     def _apply(self, fn, *args, **kwargs):
-        self._grids = {}  # device/dtype/anchors may change: rebuild lazily
+        self._grids = {}  # device or dtype may change: rebuild lazily
         return super()._apply(fn, *args, **kwargs)
-
-    def reset_grids(self) -> None:
-        """Forget cached grids (call after editing ``anchors`` or ``stride`` in place)."""
-        self._grids = {}
 
 
 class Model(BaseModel):
@@ -124,7 +122,8 @@ class Model(BaseModel):
             LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
             self.yaml["anchors"] = anchors
         self.model, self.save = parse_model(deepcopy(self.yaml), ch=[ch], verbose=verbose)
-        self.names = {i: str(i) for i in range(self.yaml["nc"])}
+        self.nc = self.yaml["nc"]
+        self.names = {i: str(i) for i in range(self.nc)}
         self.inplace = self.yaml.get("inplace", True)
 
         m = self.model[-1]
@@ -148,10 +147,6 @@ class Model(BaseModel):
             _, raw = self._predict_once(torch.zeros(1, ch, s, s))
         self.train(training)
         return torch.tensor([s / r.shape[-3] for r in raw])
-
-    @property
-    def nc(self) -> int:
-        return self.model[-1].nc
 
     def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
         """Objectness prior of ~8 objects per 640 image, class prior 0.6/nc (YOLOv5's initialisation)."""
@@ -255,19 +250,6 @@ def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
     im = torch.zeros(1, model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3, h, w, device=p.device, dtype=p.dtype)
     with torch.no_grad():
         return thop.profile(deepcopy(model).eval(), inputs=(im,), verbose=False)[0] / 1e9 * 2
-
-
-def check_anchor_order(m: Detect) -> None:
-    """Anchors must grow with stride (small anchors on fine levels); reorder them if the YAML lists them reversed.
-
-    Works on pixel sizes, so anchors written for P5..P3 keep their pixel values after reordering.
-    """
-    pixels = m.anchors * m.stride.view(-1, 1, 1)
-    area = pixels.prod(-1).mean(-1)
-    if (area[-1] - area[0]) * (m.stride[-1] - m.stride[0]) < 0:
-        LOGGER.info("AutoAnchor: reversing anchor order to match strides")
-        m.anchors[:] = pixels.flip(0) / m.stride.view(-1, 1, 1)
-        m.reset_grids()
 
 
 # ----------------------------------------------------------------------------------------------------

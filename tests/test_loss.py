@@ -217,7 +217,8 @@ def test_assignment_right_and_upper_neighbours():
 )
 def test_assignment_border_rules(gx, gy, cells):
     lt = assign_level(one_target(gx, gy), ONE_LEVEL_ANCHORS[:1], (8, 8), anchor_t=4.0)
-    assert {(int(j), int(i)) for j, i in zip(lt.gj, lt.gi)} == cells
+    got = [(int(j), int(i)) for j, i in zip(lt.gj, lt.gi)]
+    assert sorted(got) == sorted(cells)  # no duplicates either
 
 
 def test_anchor_t_filter():
@@ -500,3 +501,38 @@ def test_scale_hyp_for_model():
     assert scale_hyp_for_model(IterableSimpleNamespace(**hyp), 3, 80, 640)["box"] == pytest.approx(0.05)
     # the criterion uses the (already scaled) gains as given
     assert ComputeLoss(make_model(scaled, anchors=P2_ANCHORS, stride=(4, 8, 16, 32))).hyp["box"] == scaled["box"]
+
+
+def test_autobalance_normalises_to_stride_16_level():
+    model = make_model()
+    criterion = ComputeLoss(model, autobalance=True)
+    raw = random_raw(model, bs=2, seed=19)
+    criterion(raw, random_targets(bs=2, n=6, seed=20))
+    assert criterion.ssi == 1 and criterion.balance[1] == pytest.approx(1.0)
+    assert criterion.balance != [4.0, 1.0, 0.4]  # updated from the observed objectness losses
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# With the real model (models/yolo.py)
+# ---------------------------------------------------------------------------------------------------------------------
+def test_with_real_yolov5_model():
+    yolo = pytest.importorskip("models.yolo")
+    model = yolo.Model("models/yolov5n.yaml", nc=3, verbose=False)
+    det = model.model[-1]
+    model.hyp = scale_hyp_for_model(DEFAULT_HYP, nl=det.nl, nc=3, imgsz=64)
+    batch = as_batch(random_targets(bs=2, n=6, seed=21, nc=3), bs=2)
+    batch["img"] = torch.rand(2, 3, 64, 64)
+
+    model.train()
+    loss, items = model(batch)  # BaseModel.loss -> init_criterion -> ComputeLoss
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and tuple(items) == LOSS_NAMES
+    assert det.m[0].weight.grad is not None and det.m[0].weight.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        preds = model(batch["img"])
+        val_loss, val_items = model.loss(batch, preds)  # what the validator does in training
+        raw_loss, _ = ComputeLoss(model)(preds[1], batch)
+    assert isinstance(preds, tuple) and torch.equal(val_loss, raw_loss)
+    assert all(torch.isfinite(v) for v in val_items.values())

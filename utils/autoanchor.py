@@ -54,7 +54,7 @@ def _ratio_metric(anchors_px: Any, wh: Any) -> torch.Tensor:
 
 
 def anchor_metrics(anchors_px: Any, wh: Any, thr: float = 4.0) -> tuple[float, float]:
-    """Return ``(best possible recall, anchors above threshold per box)`` of anchors (pixels) on boxes ``wh`` (pixels)."""
+    """Return ``(best possible recall, mean anchors above threshold per box)`` of pixel anchors on pixel sizes ``wh``."""
     x = _ratio_metric(anchors_px, wh)
     if x.shape[0] == 0:
         return 0.0, 0.0
@@ -164,6 +164,7 @@ def evolve_anchors(
     Returns ``(anchors, fitness)``.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
+    wh = _as_wh_tensor(wh)  # convert once, not every generation
     k = np.asarray(anchors_px, dtype=np.float64).copy()
     f = anchor_fitness(k, wh, thr)
     for _ in range(gen):
@@ -215,7 +216,7 @@ def kmean_anchors(
         thr: size-ratio threshold, the loss's ``anchor_t``.
         gen: generations of evolution.
         seed: random seed; equal inputs and seed give equal anchors.
-        verbose: log the k-means and evolved results.
+        verbose: also log the k-means result (the evolved result is always logged).
 
     Returns:
         ``(n, 2)`` float array of anchors in pixels sorted by area.
@@ -240,10 +241,9 @@ def kmean_anchors(
     if verbose:
         _log_anchors(anchors, wh_all, thr, img_size, f"Running kmeans for {n} anchors on {len(wh_fit)} points")
 
-    anchors, _ = evolve_anchors(anchors, _as_wh_tensor(wh_fit), thr, gen, rng)
+    anchors, _ = evolve_anchors(anchors, wh_fit, thr, gen, rng)
     anchors = sort_by_area(anchors)
-    if verbose:
-        _log_anchors(anchors, wh_all, thr, img_size, f"Evolved anchors over {gen} generations")
+    _log_anchors(anchors, wh_all, thr, img_size, f"Evolved anchors over {gen} generations")  # always, as YOLOv5 does
     return anchors
 
 
@@ -266,16 +266,19 @@ def anchors_in_pixels(detect: torch.nn.Module) -> torch.Tensor:
 def check_anchor_order(detect: torch.nn.Module) -> bool:
     """Make the anchor size order of the levels agree with the stride order; return whether the levels were flipped.
 
-    Small anchors belong to small strides. If the mean anchor area decreases from the first level to the last while
-    the stride increases (or vice versa), the level order of ``Detect.anchors`` is reversed in place.
+    Small anchors belong to small strides. If the mean anchor area in pixels decreases from the first level to the last
+    while the stride increases (or vice versa), the pixel anchors of the levels are reversed and stored back in stride
+    units.
     """
-    area = detect.anchors.detach().float().prod(-1).mean(-1) * detect.stride.to(detect.anchors.device).float() ** 2
+    stride = detect.stride.to(detect.anchors.device).float().view(-1, 1, 1)
+    pixels = detect.anchors.detach().float() * stride
+    area = pixels.prod(-1).mean(-1)
     d_area = float(area[-1] - area[0])
     d_stride = float(detect.stride[-1] - detect.stride[0])
     if d_area and d_stride and (d_area > 0) != (d_stride > 0):
         LOGGER.info(f"{PREFIX}Reversing anchor order to match stride order")
         with torch.no_grad():
-            detect.anchors[:] = detect.anchors.flip(0)
+            detect.anchors[:] = (pixels.flip(0) / stride).to(detect.anchors.dtype)
         return True
     return False
 

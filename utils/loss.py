@@ -218,7 +218,8 @@ def assign_level(
     frac = xy - xy.floor()
     near_low = (frac < 0.5) & (xy > 1)  # left / up neighbour exists and is closer
     near_high = (frac > 0.5) & (grid_size - xy > 1)  # right / down neighbour exists and is closer
-    use = torch.stack((torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1], near_high[:, 0], near_high[:, 1]))
+    centre = torch.ones_like(near_low[:, 0])
+    use = torch.stack((centre, near_low[:, 0], near_low[:, 1], near_high[:, 0], near_high[:, 1]))  # _CELL_OFFSETS order
     which, pair = use.nonzero(as_tuple=True)  # (candidate kind, matched pair) for every cell used
 
     offsets = torch.tensor(_CELL_OFFSETS, device=device, dtype=targets.dtype)
@@ -257,8 +258,7 @@ def _raw_outputs(preds: Any) -> list[torch.Tensor]:
 
 
 def _detect_head(model: torch.nn.Module) -> torch.nn.Module:
-    """Return the model's ``Detect`` head (``model.model[-1]``), unwrapping DDP / DataParallel."""
-    model = getattr(model, "module", model)
+    """Return the model's ``Detect`` head (``model.model[-1]``)."""
     return model.model[-1]
 
 
@@ -278,6 +278,7 @@ class ComputeLoss:
 
     def __init__(self, model: torch.nn.Module, autobalance: bool = False) -> None:
         """Read the head geometry and hyperparameters from ``model``."""
+        model = getattr(model, "module", model)  # DDP / DataParallel
         self.det = _detect_head(model)
         source = getattr(model, "hyp", None)
         if source is None:

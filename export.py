@@ -1,0 +1,372 @@
+"""Export a trained detector to TorchScript, ONNX and OpenVINO (TensorRT on a CUDA machine), with YOLOv5's command line.
+
+Usage:
+    python export.py --weights runs/train/exp/weights/best.pt --include onnx
+    python export.py --weights yolov5s-ema.pt --include torchscript onnx openvino --imgsz 640 --simplify
+    python export.py --weights best.pt --include onnx --dynamic --batch-size 4     # dynamic batch/height/width
+    python export.py --weights best.pt --include engine --device 0 --half           # TensorRT, needs a GPU
+
+Outputs lie next to the weights: ``best.torchscript``, ``best.onnx``, ``best_openvino_model/``, ``best.engine``.
+Each carries the class names, stride, image size and batch as metadata (read back by ``detect.py``/``val.py`` and
+Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores) and is
+checked against PyTorch right after export (max abs diff printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import sys
+import time
+import warnings
+from copy import deepcopy
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils import offline  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import yaml  # noqa: E402
+
+offline.configure()
+
+VERSION = "1.0"  # version string written into export metadata
+AUTHOR = "yolov5-attention"
+# --include name -> canonical format; file suffix of each format
+ALIASES = {"torchscript": "torchscript", "ts": "torchscript", "onnx": "onnx", "openvino": "openvino",
+           "engine": "engine", "tensorrt": "engine", "trt": "engine"}
+SUFFIX = {"torchscript": ".torchscript", "onnx": ".onnx", "openvino": "_openvino_model", "engine": ".engine"}
+REQUIRES = {"torchscript": (), "onnx": ("onnx",), "openvino": ("openvino",), "engine": ("tensorrt", "onnx")}
+
+
+PRETTY = {"torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO", "engine": "TensorRT"}
+
+
+class ExportError(ValueError):
+    """An export that cannot run as asked (unknown or missing format, --half on CPU...): one clear message."""
+
+
+class DetectOutput(nn.Module):
+    """Wrap a detection model so that its eval forward returns the decoded ``(bs, 4 + nc, N)`` tensor only."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        return y[0] if isinstance(y, (list, tuple)) else y
+
+
+def log(msg: str) -> None:
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info(msg)
+
+
+@contextlib.contextmanager
+def quiet_tracing():
+    """Silence torch's deprecation and tracer warnings for jit.trace/jit.load and the TorchScript-based ONNX exporter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def file_size(path: Path) -> float:
+    """Size in MB of a file, or of all files in a folder."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def require(fmt: str, package: str) -> object:
+    """Import the package a format needs, or raise one message saying how to install it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        pip = {"tensorrt": "tensorrt", "onnx": "onnx", "openvino": "openvino", "onnxslim": "onnxslim",
+               "onnxruntime": "onnxruntime"}.get(package, package)
+        raise ExportError(f"{fmt} export needs the '{package}' package, which is not installed: "
+                          f"pip install {pip}") from None
+
+
+def parse_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
+    """Canonical format names from ``--include`` (comma- or space-separated); unknown names raise ``ExportError``."""
+    items = [include] if isinstance(include, str) else list(include)
+    names = [x.strip().lower() for item in items for x in str(item).split(",") if x.strip()]
+    unknown = [x for x in names if x not in ALIASES]
+    if unknown or not names:
+        raise ExportError(f"unknown export format {', '.join(repr(x) for x in unknown) or '(none)'} in --include; "
+                          f"choose from torchscript, onnx, openvino, engine (TensorRT, GPU only)")
+    return list(dict.fromkeys(ALIASES[x] for x in names))
+
+
+def build_metadata(model: nn.Module, weights: Path, imgsz: list[int], batch: int, dynamic: bool, half: bool,
+                   int8: bool) -> dict:
+    """Export metadata in the layout Ultralytics' ``AutoBackend`` reads (names, stride, imgsz, batch, task, args)."""
+    return {
+        "description": f"yolov5-attention {weights.stem} ({Path(getattr(model, 'yaml_file', '') or 'model').stem}), "
+                       f"YOLOv5 v6.0 anchor-based detector",
+        "author": AUTHOR,
+        "date": datetime.now().astimezone().isoformat(),
+        "version": VERSION,
+        "stride": int(max(model.stride)),
+        "task": "detect",
+        "batch": batch,
+        "imgsz": list(imgsz),
+        "names": {int(k): str(v) for k, v in model.names.items()},
+        "args": {"batch": batch, "imgsz": list(imgsz), "dynamic": dynamic, "half": half, "int8": int8, "nms": False},
+        "channels": 3,
+        "end2end": False,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# One function per format: (wrapped model, example input, output path, metadata) -> path written
+# ----------------------------------------------------------------------------------------------------
+
+
+def export_torchscript(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict) -> Path:
+    """Trace to TorchScript; metadata goes into the archive's ``extra/config.txt`` as JSON."""
+    f = file.with_suffix(".torchscript")
+    ts = torch.jit.trace(wrapper, im, strict=False)
+    ts.save(str(f), _extra_files={"config.txt": json.dumps(metadata)})
+    return f
+
+
+def export_onnx(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, opset: int = 17,
+                dynamic: bool = False, simplify: bool = False) -> Path:
+    """Export to ONNX (input ``images``, output ``output0``), optionally slimmed; metadata in ``metadata_props``."""
+    onnx = require("ONNX", "onnx")
+    f = file.with_suffix(".onnx")
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}} if dynamic else None
+    torch.onnx.export(wrapper, (im,), str(f), opset_version=opset, dynamo=False, do_constant_folding=True,
+                      input_names=["images"], output_names=["output0"], dynamic_axes=axes)
+    model_onnx = onnx.load(str(f))
+    onnx.checker.check_model(model_onnx)
+    if simplify:
+        onnxslim = require("ONNX --simplify", "onnxslim")
+        log(f"ONNX: slimming with onnxslim {onnxslim.__version__}...")
+        model_onnx = onnxslim.slim(model_onnx)
+    del model_onnx.metadata_props[:]
+    for k, v in metadata.items():
+        entry = model_onnx.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    onnx.save(model_onnx, str(f))
+    return f
+
+
+def export_openvino(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, dynamic: bool = False,
+                    half: bool = False, int8: bool = False) -> Path:
+    """Convert to OpenVINO IR in ``<name>_openvino_model/`` (fp16-compressed weights with ``half``) + ``metadata.yaml``."""
+    ov = require("OpenVINO", "openvino")
+    if int8:
+        raise ExportError("OpenVINO --int8 needs post-training quantization with calibration images (NNCF); "
+                          "it is not part of export.py yet, export without --int8")
+    d = file.parent / f"{file.stem}_openvino_model"
+    d.mkdir(parents=True, exist_ok=True)
+    shape = [-1, 3, -1, -1] if dynamic else list(im.shape)
+    ov_model = ov.convert_model(wrapper, input=[ov.PartialShape(shape)], example_input=im)
+    ov_model.inputs[0].get_tensor().set_names({"images"})
+    ov_model.outputs[0].get_tensor().set_names({"output0"})
+    ov.save_model(ov_model, str(d / f"{file.stem}.xml"), compress_to_fp16=half)
+    with open(d / "metadata.yaml", "w", encoding="utf-8") as fh:
+        yaml.safe_dump(metadata, fh, sort_keys=False, allow_unicode=True)
+    return d
+
+
+def export_engine(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, opset: int = 17,
+                  dynamic: bool = False, half: bool = False, workspace_gb: int = 4) -> Path:
+    """Build a TensorRT engine from the ONNX graph; the file starts with the metadata header ``AutoBackend`` reads
+    (4-byte little-endian length, then JSON), followed by the serialized engine."""
+    if im.device.type != "cuda":
+        raise ExportError("TensorRT export (--include engine) needs a CUDA GPU: pass --device 0 on a machine with one "
+                          f"({'no CUDA device is available here' if not torch.cuda.is_available() else 'got --device cpu'})")
+    trt = require("TensorRT", "tensorrt")
+    onnx_file = export_onnx(wrapper, im, file, metadata, opset, dynamic, simplify=True)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gb << 30)
+    explicit = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(explicit)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_file)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {onnx_file}: {errors}")
+    if dynamic:
+        profile = builder.create_optimization_profile()
+        b, c, h, w = im.shape
+        for i in range(network.num_inputs):
+            profile.set_shape(network.get_input(i).name, (1, c, h, w), (max(1, b // 2), c, h, w), (b, c, h, w))
+        config.add_optimization_profile(profile)
+    if half:
+        config.set_flag(trt.BuilderFlag.FP16)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ExportError("TensorRT failed to build the engine (see the messages above)")
+    f = file.with_suffix(".engine")
+    header = json.dumps(metadata).encode()
+    with open(f, "wb") as fh:
+        fh.write(len(header).to_bytes(4, byteorder="little", signed=True))
+        fh.write(header)
+        fh.write(engine)
+    return f
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks and the export run
+# ----------------------------------------------------------------------------------------------------
+
+
+def verify(path: Path, reference: torch.Tensor, im: torch.Tensor) -> float:
+    """Run the export (for OpenVINO: its IR at fp32 precision; otherwise through ``AutoBackend``, as ``detect.py`` and
+    ``val.py`` load it) and return max |export - PyTorch| on the output tensor."""
+    if path.is_dir() and path.name.endswith("_openvino_model"):
+        import openvino as ov
+
+        # CPUs with bf16 units run OpenVINO in bf16 by default; check the exported graph itself at fp32
+        compiled = ov.Core().compile_model(str(next(path.glob("*.xml"))), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        y = torch.from_numpy(compiled(im.float().cpu().numpy())[0])
+    else:
+        from utils.checkpoint import load_backend
+
+        backend = load_backend(path, device=im.device, half=im.dtype == torch.float16)
+        y = backend(im)
+        y = y[0] if isinstance(y, (list, tuple)) else y
+    y = torch.as_tensor(y).to(reference.device, torch.float32)
+    if y.shape != reference.shape:
+        raise ExportError(f"{path}: output shape {tuple(y.shape)} differs from PyTorch {tuple(reference.shape)}")
+    return float((y - reference.float()).abs().max())
+
+
+def export_model(model: nn.Module, weights: str | Path, include: list[str] | tuple[str, ...] = ("onnx",),
+                 imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, dynamic: bool = False,
+                 simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
+                 check: bool = True) -> dict[str, dict]:
+    """Export an in-memory model (our ``Model`` in eval mode, any device) as if it had been loaded from ``weights``.
+
+    Returns ``{format: {"file": Path, "seconds": float, "max_abs_diff": float | None}}``.
+    """
+    formats = parse_include(include)
+    device = next(model.parameters()).device
+    if "engine" in formats and device.type != "cuda":
+        raise ExportError("TensorRT export (--include engine) needs a CUDA GPU and --device 0 "
+                          f"({'no CUDA device is available here' if not torch.cuda.is_available() else 'got --device cpu'})")
+    for fmt in formats:
+        for pkg in REQUIRES[fmt]:
+            require(PRETTY[fmt], pkg)
+    if half and device.type == "cpu" and set(formats) & {"torchscript", "onnx"}:
+        raise ExportError("--half for torchscript/onnx needs a CUDA device (--device 0); on CPU, --half applies to "
+                          "openvino only (fp16-compressed weights)")
+    weights = Path(weights)
+    imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
+    gs = int(max(model.stride))
+    if any(x % gs for x in imgsz):
+        raise ExportError(f"--imgsz {imgsz} must be multiples of the model's max stride {gs}")
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad = False
+    gpu_half = half and device.type != "cpu"
+    if gpu_half:
+        model = model.half()
+    wrapper = DetectOutput(model).eval()
+    im = torch.zeros(batch_size, 3, *imgsz, device=device, dtype=torch.float16 if gpu_half else torch.float32)
+    with torch.no_grad():
+        for _ in range(2):
+            y = wrapper(im)
+    metadata = build_metadata(model, weights, imgsz, batch_size, dynamic, half, int8)
+    log(f"\nPyTorch: starting from {weights} with input shape {tuple(im.shape)} BCHW and output shape "
+        f"{tuple(y.shape)} ({file_size(weights) if weights.exists() else 0:.1f} MB)")
+
+    results: dict[str, dict] = {}
+    check_im = torch.rand_like(im)
+    with torch.no_grad():
+        reference = wrapper(check_im).float()
+    for fmt in formats:
+        t = time.perf_counter()
+        log(f"\n{PRETTY[fmt]}: starting export...")
+        with torch.no_grad(), quiet_tracing():
+            if fmt == "torchscript":
+                f = export_torchscript(wrapper, im, weights, metadata)
+            elif fmt == "onnx":
+                f = export_onnx(wrapper, im, weights, metadata, opset, dynamic, simplify)
+            elif fmt == "openvino":
+                cpu_wrapper = wrapper if device.type == "cpu" else DetectOutput(deepcopy(model).float().cpu()).eval()
+                f = export_openvino(cpu_wrapper, im.float().cpu(), weights, metadata, dynamic, half, int8)
+            else:
+                f = export_engine(wrapper, im, weights, metadata, opset, dynamic, half)
+        dt = time.perf_counter() - t
+        diff = None
+        if check:
+            v_im, v_ref = (check_im.float().cpu(), reference.cpu()) if fmt == "openvino" else (check_im, reference)
+            with quiet_tracing():
+                diff = verify(f, v_ref, v_im)
+        results[fmt] = {"file": f, "seconds": dt, "max_abs_diff": diff}
+        check_msg = f", max abs diff vs PyTorch {diff:.2e}" if diff is not None else ""
+        log(f"{PRETTY[fmt]}: export success ✅ {dt:.1f}s, saved as {f} ({file_size(f):.1f} MB){check_msg}")
+    if gpu_half:
+        model.float()
+    return results
+
+
+def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...] = ("torchscript", "onnx"),
+        imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, device: str = "cpu",
+        half: bool = False, int8: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 17,
+        check: bool = True) -> dict[str, dict]:
+    """Load ``weights`` (a .pt checkpoint, ours or official), export to each format of ``include``, check each."""
+    from ultralytics.utils.torch_utils import select_device
+
+    from utils.checkpoint import load_model
+
+    t = time.perf_counter()
+    parse_include(include)  # fail on a typo before loading anything
+    weights = Path(weights)
+    if weights.suffix != ".pt":
+        raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")
+    dev = select_device(str(device), verbose=False)
+    model = load_model(weights, device=dev, fuse=True)
+    results = export_model(model, weights, include, imgsz, batch_size, dynamic, simplify, opset, half, int8, check)
+    files = [str(r["file"]) for r in results.values()]
+    log(f"\nExport complete ({time.perf_counter() - t:.1f}s)\nResults saved to {weights.parent.resolve()}"
+        + "".join(f"\nDetect:   python detect.py --weights {f}\nValidate: python val.py --weights {f}" for f in files))
+    return results
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=str, default="yolov5s.pt", help="model.pt path")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size")
+    p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--half", action="store_true", help="FP16 half-precision export (GPU for onnx/torchscript)")
+    p.add_argument("--int8", action="store_true", help="OpenVINO INT8 quantization (not available yet)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch and image size")
+    p.add_argument("--simplify", action="store_true", help="ONNX: slim the graph with onnxslim")
+    p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
+    p.add_argument("--include", nargs="+", default=["torchscript", "onnx"],
+                   help="torchscript, onnx, openvino, engine (TensorRT, GPU only)")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison of each export with PyTorch")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    from utils.cli import user_errors
+
+    opt = parse_opt(argv)
+    with user_errors():
+        return run(weights=opt.weights, include=opt.include, imgsz=opt.imgsz, batch_size=opt.batch_size,
+                   device=opt.device, half=opt.half, int8=opt.int8, dynamic=opt.dynamic, simplify=opt.simplify,
+                   opset=opt.opset, check=not opt.no_check)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""export.py: every Table 2 attention type exports to ONNX and matches PyTorch; TorchScript/OpenVINO round trips;
+metadata readable by Ultralytics' AutoBackend; clear errors for unknown or missing formats."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import export
+from models.yolo import Model
+from utils.checkpoint import load_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+ORT = pytest.importorskip("onnxruntime")
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so that an export that folded or dropped them would show."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            n = m.weight.numel()
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+def build(cfg: str, seed: int = 0) -> Model:
+    """A random model whose scores are O(1) (head biases near 0), so score differences are meaningful."""
+    torch.manual_seed(seed)
+    model = randomise_bn(Model(ROOT / "models" / f"{cfg}.yaml", verbose=False), seed).eval()
+    for conv in model.model[-1].m:
+        conv.bias.data.normal_(0, 0.5)
+    return model
+
+
+def ort_run(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ORT.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["output0"]  # only the decoded tensor, no raw maps
+    return session.run(None, {"images": x.numpy()})[0]
+
+
+@pytest.mark.parametrize("cfg", ["yolov5s", "yolov5s-ema", "yolov5s-ca", "yolov5s-cbam", "yolov5s-sa", "yolov5s-eca"])
+def test_onnx_matches_pytorch_for_each_attention_type(tmp_path, cfg):
+    model = build(cfg)
+    out = export.export_model(model, tmp_path / f"{cfg}.pt", include=["onnx"], imgsz=[160], check=False)
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        ref = model(x)[0].numpy()
+    y = ort_run(out["onnx"]["file"], x)
+    assert y.shape == ref.shape == (1, 84, 3 * (20 * 20 + 10 * 10 + 5 * 5))
+    boxes, scores = float(np.abs(y - ref)[:, :4].max()), float(np.abs(y - ref)[:, 4:].max())
+    print(f"{cfg}: ONNX max abs diff boxes {boxes:.2e} scores {scores:.2e}, export {out['onnx']['seconds']:.2f}s")
+    assert boxes < 1e-3 and scores < 1e-3
+
+
+def test_dynamic_onnx_runs_at_batch_1_and_3(tmp_path):
+    model = build("yolov5s-ema", seed=3)
+    out = export.export_model(model, tmp_path / "ema.pt", include=["onnx"], imgsz=[128], dynamic=True, simplify=True,
+                              check=False)
+    for b, hw in ((1, (128, 128)), (3, (160, 224))):
+        x = torch.rand(b, 3, *hw)
+        with torch.no_grad():
+            ref = model(x)[0].numpy()
+        y = ort_run(out["onnx"]["file"], x)
+        assert y.shape == ref.shape and np.abs(y - ref).max() < 1e-3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[Path, Model]:
+    model = build("yolov5n", seed=5)
+    model.names = {i: f"cls{i}" for i in range(model.nc)}
+    f = tmp_path_factory.mktemp("w") / "tiny.pt"
+    torch.save({"epoch": 0, "model": None, "ema": model.half(), "optimizer": None}, f)
+    return f, model.float()
+
+
+def test_cli_round_trips_and_metadata(checkpoint, capsys):
+    f, _ = checkpoint
+    results = export.main(["--weights", str(f), "--include", "torchscript", "onnx", "openvino", "--imgsz", "128", "96"])
+    assert set(results) == {"torchscript", "onnx", "openvino"}
+    files = {k: v["file"] for k, v in results.items()}
+    assert files["torchscript"] == f.with_suffix(".torchscript") and files["onnx"] == f.with_suffix(".onnx")
+    assert files["openvino"] == f.parent / "tiny_openvino_model"
+    assert (files["openvino"] / "tiny.xml").exists() and (files["openvino"] / "metadata.yaml").exists()
+    for fmt, r in results.items():
+        assert r["max_abs_diff"] < 1e-3, (fmt, r["max_abs_diff"])
+
+    reference = load_backend(f)  # the .pt itself, through the same loader
+    x = torch.rand(1, 3, 128, 96)
+    y_ref = reference(x)[0]
+    for fmt, path in files.items():
+        backend = load_backend(path)
+        assert backend.names == {i: f"cls{i}" for i in range(80)}, fmt
+        assert backend.stride == 32 and backend.task == "detect" and list(backend.imgsz) == [128, 96], fmt
+        y = backend(x)
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        assert y.shape == (1, 84, 3 * (16 * 12 + 8 * 6 + 4 * 3)), fmt
+        # OpenVINO runs in bf16 by default on CPUs with bf16 units (the IR itself was checked at fp32 above)
+        tol = 1e-3 + (1e-2 * float(y_ref.abs().max()) if fmt == "openvino" else 0)
+        assert (y - y_ref).abs().max() < tol, fmt
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        export.main(argv)
+    assert e.value.code == 1
+    return capsys.readouterr().err
+
+
+def test_unknown_format_is_a_clear_error(checkpoint, capsys):
+    err = _cli_error(["--weights", str(checkpoint[0]), "--include", "coreml"], capsys)
+    assert "unknown export format 'coreml'" in err and "onnx" in err and "Traceback" not in err
+
+
+def test_missing_runtime_is_a_clear_error(checkpoint, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
+    err = _cli_error(["--weights", str(checkpoint[0]), "--include", "openvino"], capsys)
+    assert "pip install openvino" in err
+
+
+def test_half_on_cpu_and_engine_without_gpu(checkpoint, capsys):
+    err = _cli_error(["--weights", str(checkpoint[0]), "--include", "onnx", "--half"], capsys)
+    assert "--half" in err and "CUDA" in err
+    if not torch.cuda.is_available():
+        err = _cli_error(["--weights", str(checkpoint[0]), "--include", "engine"], capsys)
+        assert "needs a CUDA GPU" in err
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    err = _cli_error(["--weights", str(bad), "--include", "onnx"], capsys)
+    assert str(bad) in err and "checkpoint" in err

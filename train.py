@@ -1,0 +1,133 @@
+"""Train a YOLOv5 (+ attention) detector on a dataset, with YOLOv5's command line.
+
+Usage:
+    python train.py                                            # short demo run on the bundled shapes dataset
+    python train.py --data coco.yaml --cfg models/yolov5s-ema.yaml --weights '' --batch-size 64 --epochs 300
+    python train.py --data VisDrone.yaml --cfg models/yolov5x-p2-ema.yaml --weights yolov5x.pt \\
+        --hyp data/hyps/hyp.VisDrone.yaml --batch-size 5
+    python train.py --resume                                   # continue the latest interrupted run
+Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils import offline  # noqa: E402,F401
+
+# Defaults of a run with no arguments: the bundled demo data, small enough for a CPU.
+DEMO = {"data": "data/shapes.yaml", "cfg": "models/yolov5n.yaml", "imgsz": 256, "epochs": 12}
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch)")
+    p.add_argument("--cfg", type=str, default="", help="model.yaml path (default: the demo model, or the weights' own)")
+    p.add_argument("--data", type=str, default=DEMO["data"], help="dataset.yaml path")
+    p.add_argument("--hyp", type=str, default="data/hyps/hyp.scratch-low.yaml", help="hyperparameters path")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default 300; {DEMO['epochs']} on the demo data)")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs, -1 for autobatch")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                   help=f"train, val image size (pixels; default 640, {DEMO['imgsz']} on the demo data)")
+    p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training, or a last.pt")
+    p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
+    p.add_argument("--noval", action="store_true", help="only validate final epoch")
+    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", help="--cache images in 'ram' (default) or 'disk'")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
+    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
+    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    return p.parse_args(argv)
+
+
+def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
+    """Translate YOLOv5 flags into the engine's arguments."""
+    from utils.engine import increment_dir, resolve_data
+
+    demo = Path(opt.data).name == Path(DEMO["data"]).name
+    freeze = opt.freeze[0] if len(opt.freeze) == 1 else list(opt.freeze)
+    return {
+        "model": cfg,
+        "save_dir": str(increment_dir(Path(opt.project).resolve() / opt.name, opt.exist_ok)),
+        "data": resolve_data(opt.data),
+        "epochs": opt.epochs or (DEMO["epochs"] if demo else 300),
+        "batch": opt.batch_size,
+        "imgsz": opt.imgsz or (DEMO["imgsz"] if demo else 640),
+        "rect": opt.rect,
+        "save": not opt.nosave,
+        "val": not opt.noval,
+        "plots": not opt.noplots,
+        "cache": opt.cache or False,
+        "device": opt.device or None,
+        "multi_scale": 0.5 if opt.multi_scale else 0.0,
+        "single_cls": opt.single_cls,
+        "optimizer": opt.optimizer,
+        "workers": opt.workers,
+        "cos_lr": opt.cos_lr,
+        "patience": opt.patience,
+        "freeze": freeze or None,
+        "save_period": opt.save_period,
+        "seed": opt.seed,
+    }
+
+
+def run(argv: list[str] | None = None, **kwargs):
+    """Train; returns the trainer. Keyword arguments override parsed flags (``run(epochs=3, data=...)``)."""
+    opt = parse_opt(argv or [])
+    for k, v in kwargs.items():
+        setattr(opt, k, v)
+    from models.yolo import resolve_cfg
+    from utils.engine import YOLOv5Trainer, cfg_of_weights, latest_run, load_hyp
+
+    if opt.resume:
+        last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: checkpoint {last} not found")
+        trainer = YOLOv5Trainer(overrides={"resume": str(last), "model": str(last)}, hyp=load_hyp(opt.hyp))
+        trainer.train()
+        return trainer
+
+    hyp = load_hyp(opt.hyp)
+    hyp["label_smoothing"] = opt.label_smoothing
+    if opt.cfg:
+        cfg = str(resolve_cfg(opt.cfg))
+    elif opt.weights:
+        cfg = cfg_of_weights(opt.weights, Path(opt.project))  # fine-tune the architecture stored in the weights
+    else:
+        cfg = str(resolve_cfg(DEMO["cfg"]))
+    trainer = YOLOv5Trainer(overrides=engine_overrides(opt, cfg), hyp=hyp, weights=opt.weights or None,
+                            autoanchor=not opt.noautoanchor, sync_bn=opt.sync_bn)
+    trainer.train()
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.cli import user_errors
+
+    with user_errors():
+        run(sys.argv[1:] if argv is None else argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

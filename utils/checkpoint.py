@@ -1,0 +1,479 @@
+"""Load checkpoints (ours and the original YOLOv5 v5.0/v6.0/v7.0 ``.pt`` files) without importing foreign code.
+
+A ``.pt`` file is a pickle. Ours pickle ``models.yolo.Model``; the original YOLOv5 pickles *its* classes under the
+very same module paths (``models.yolo.Model``/``DetectionModel``, ``models.common.Conv``...) with a different
+attribute layout, plus odds and ends (``utils.*`` objects, numpy scalars). Importing those classes would run code
+that is not ours, or build our classes from a state that does not fit them. So unpickling goes through
+``SafeUnpickler``: every class under ``models.*`` (and the engine's ``ultralytics.*``) becomes an inert stand-in
+``nn.Module`` that only holds the pickled state, torch/numpy/builtin types are allowed from a fixed list, and anything
+else becomes an inert ``Opaque`` record that is never called. A stand-in model tree still has a ``state_dict()`` and
+its ``yaml`` dict, which is all we need: ``Model(yaml)`` is built from our code and the weights are loaded with
+``strict=True``.
+
+Public API:
+    load_checkpoint(path) -> dict          # the checkpoint dict, 'model'/'ema' converted to our Model
+    load_model(weights) -> Model           # float eval model (fused by default) with names and stride
+    load_backend(weights) -> AutoBackend   # any format (.pt, .torchscript, .onnx, *_openvino_model/) for inference
+    transfer_weights(model, src) -> (n_transferred, n_total)
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import datetime
+import importlib
+import pathlib
+import pickle
+import types
+import zipfile
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+from utils import offline  # noqa: F401  (before ultralytics)
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.common import ATTENTION
+from models.yolo import Detect, Model
+
+CHECKPOINT_HELP = ("expected a PyTorch .pt checkpoint saved by train.py (keys 'model'/'ema') or an official "
+                   "YOLOv5 v5.0-v7.0 release such as yolov5s.pt")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a checkpoint; the message names the file and what was expected."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Safe unpickling
+# ----------------------------------------------------------------------------------------------------
+
+
+class StandInModule(nn.Module):
+    """Inert replacement for a pickled module class that is not imported (original YOLOv5 or engine classes).
+
+    It keeps the pickled attributes (so ``state_dict()``, ``yaml``, ``names``, ``stride`` read as usual) and has no
+    ``forward``. ``original`` names the class it replaces.
+    """
+
+    original = "?"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.standin_args = args
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):  # (dict, slots)
+            state = {**state[0], **(state[1] or {})}
+        if isinstance(state, dict):
+            super().__setstate__(state)
+        else:
+            super().__setstate__({})
+            self.standin_state = state
+
+    def __setitem__(self, key, value) -> None:  # a pickled dict subclass fills itself with SETITEMS
+        self.__dict__.setdefault("standin_items", {})[key] = value
+
+    def append(self, value) -> None:  # ... and a list subclass with APPENDS
+        self.__dict__.setdefault("standin_list", []).append(value)
+
+    def extend(self, values) -> None:
+        self.__dict__.setdefault("standin_list", []).extend(values)
+
+    def __repr__(self) -> str:
+        return f"StandIn[{self.original}]"
+
+
+class Opaque:
+    """Inert record of a pickled object whose class is not on the allow-list: holds its arguments and state, runs nothing."""
+
+    original = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj.args, obj.state, obj.items, obj.list = args, None, {}, []
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key, value) -> None:
+        self.items[key] = value
+
+    def append(self, value) -> None:
+        self.list.append(value)
+
+    def extend(self, values) -> None:
+        self.list.extend(values)
+
+    def __repr__(self) -> str:
+        return f"Opaque[{self.original}]"
+
+
+_standins: dict[tuple[str, str, bool], type] = {}
+
+
+def _stand_in(module: str, name: str, is_module: bool) -> type:
+    """One stand-in class per pickled ``module.name`` (so ``type(m).__name__`` still reads ``Conv``, ``C3``...)."""
+    key = (module, name, is_module)
+    if key not in _standins:
+        base = StandInModule if is_module else Opaque
+        _standins[key] = type(name, (base,), {"original": f"{module}.{name}", "__module__": f"standin.{module}"})
+    return _standins[key]
+
+
+def _numpy_globals() -> dict[str, Any]:
+    """Numpy callables needed to rebuild arrays and scalars (the same ones torch's weights-only loader trusts)."""
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")  # numpy >= 2
+    except ImportError:
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    out: dict[str, Any] = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):  # pickles name either, whichever numpy wrote them
+        out[f"{mod}.scalar"] = multiarray.scalar
+        out[f"{mod}._reconstruct"] = multiarray._reconstruct
+    dtypes = getattr(np, "dtypes", None)
+    for name in dir(dtypes) if dtypes else ():
+        obj = getattr(dtypes, name)
+        if isinstance(obj, type) and issubclass(obj, np.dtype):
+            out[f"numpy.dtypes.{name}"] = obj
+    return out
+
+
+def _rebuilders() -> dict[str, Any]:
+    out = {}
+    for mod, names in {
+        "torch._utils": ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+                         "_rebuild_parameter_with_state", "_rebuild_qtensor"),
+        "torch._tensor": ("_rebuild_from_type_v2",),
+    }.items():
+        m = importlib.import_module(mod)
+        out.update({f"{mod}.{n}": getattr(m, n) for n in names if hasattr(m, n)})
+    return out
+
+
+SAFE_GLOBALS: dict[str, Any] = {
+    "collections.OrderedDict": collections.OrderedDict,
+    "builtins.object": object, "builtins.set": set, "builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.complex": complex,
+    "builtins.bytearray": bytearray, "builtins.range": range,
+    "_codecs.encode": __import__("_codecs").encode,  # protocol-2 pickles of bytes
+    "copyreg._reconstructor": __import__("copyreg")._reconstructor,  # object.__new__(cls) for an allowed cls
+    "pathlib.Path": pathlib.PurePath, "pathlib.PosixPath": pathlib.PurePosixPath,
+    "pathlib.WindowsPath": pathlib.PureWindowsPath, "pathlib.PurePosixPath": pathlib.PurePosixPath,
+    "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
+    "argparse.Namespace": types.SimpleNamespace, "types.SimpleNamespace": types.SimpleNamespace,
+    "datetime.datetime": datetime.datetime, "datetime.date": datetime.date, "datetime.timedelta": datetime.timedelta,
+    "torch.Size": torch.Size, "torch.device": torch.device, "torch.Tensor": torch.Tensor,
+    "torch.nn.parameter.Parameter": nn.Parameter,
+    **_rebuilders(),
+    **_numpy_globals(),
+}
+
+# Pickled classes from these top-level packages are module trees we read weights from, never code we run.
+STANDIN_MODULE_ROOTS = ("models", "ultralytics")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler whose ``find_class`` never imports code outside torch's own layers and a fixed allow-list."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names that protocol-2 pickles use
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        key = f"{module}.{name}"
+        if key in SAFE_GLOBALS:
+            return SAFE_GLOBALS[key]
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.startswith("torch.nn.modules."):
+            cls = _torch_nn_class(module, name)
+            if cls is not None:
+                return cls
+            return _stand_in(module, name, True)
+        if module.split(".")[0] in STANDIN_MODULE_ROOTS:
+            return _stand_in(module, name, True)
+        return _stand_in(module, name, False)
+
+
+def _torch_nn_class(module: str, name: str) -> type | None:
+    """A real ``torch.nn`` layer class (unpickling one sets attributes only; no constructor runs)."""
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, nn.Module) else None
+
+
+# torch.load(pickle_module=...) needs an object with the pickle module's Unpickler and load
+safe_pickle = types.SimpleNamespace(
+    Unpickler=SafeUnpickler,
+    load=lambda f, **kw: SafeUnpickler(f, **kw).load(),
+    __name__="utils.checkpoint.safe_pickle",
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading and converting
+# ----------------------------------------------------------------------------------------------------
+
+
+def _raw_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` through ``SafeUnpickler``; any failure becomes one ``CheckpointError`` naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: file not found; {CHECKPOINT_HELP}")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory; {CHECKPOINT_HELP}")
+    try:
+        return torch.load(p, map_location=map_location, pickle_module=safe_pickle, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
+        kind = "a zip archive that is not a PyTorch checkpoint" if zipfile.is_zipfile(p) else "not a PyTorch checkpoint"
+        raise CheckpointError(f"{p}: {kind} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                              f"{CHECKPOINT_HELP}") from None
+
+
+def _as_dict_names(names: Any, nc: int) -> dict[int, str]:
+    """Class names as ``{index: name}`` from a list, a dict (int or str keys) or nothing."""
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if isinstance(names, dict) and names:
+        try:
+            return {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            pass
+    return {i: f"class{i}" for i in range(nc)}
+
+
+def _unwrap(obj: Any) -> Any:
+    """A DataParallel/DDP wrapper pickled as-is holds the model under ``module``."""
+    sub = getattr(obj, "_modules", {}).get("module") if isinstance(obj, nn.Module) else None
+    return sub if sub is not None and hasattr(sub, "yaml") else obj
+
+
+def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
+    """Build our ``Model`` from a pickled model tree (stand-in or real) via its ``yaml`` and ``state_dict()``.
+
+    Keys the original code kept that we do not (``anchor_grid`` buffers of v5.0) are dropped; ``names`` and
+    ``stride`` are carried over. Returns a float32 model in eval mode.
+    """
+    obj = _unwrap(obj)
+    cfg = getattr(obj, "yaml", None) if isinstance(obj, nn.Module) else None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: the pickled model has no YOLOv5 'yaml' config to rebuild it from; "
+                              f"{CHECKPOINT_HELP}")
+    cfg = deepcopy(cfg)
+    yaml_file = getattr(obj, "yaml_file", None) or cfg.get("yaml_file")
+    if yaml_file:
+        cfg["yaml_file"] = str(yaml_file)
+    try:
+        model = Model(cfg, verbose=False)
+    except Exception as e:  # the YAML of a model that is not a YOLOv5 anchor-based detector
+        raise CheckpointError(f"{source}: its model config is not a YOLOv5 (anchor-based) model this repository can "
+                              f"build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
+    sd = {k: v for k, v in obj.state_dict().items() if not k.endswith(".anchor_grid")}
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
+                              f"{str(e).splitlines()[0]} ...") from None
+    head = model.model[-1]
+    if isinstance(head, Detect):
+        stride = getattr(obj, "stride", None)
+        if isinstance(stride, torch.Tensor) and stride.numel() == head.nl:
+            head.stride = stride.detach().float().clone()
+            model.stride = head.stride.clone()
+        _reset_grids(head)  # anchors were overwritten in place
+    model.names = _as_dict_names(getattr(obj, "names", None), model.nc)
+    return model.float().eval()
+
+
+def _reset_grids(head: Detect) -> None:
+    """Drop any grid the head cached before its anchors or strides were replaced."""
+    if callable(getattr(head, "reset_grids", None)):
+        head.reset_grids()
+    elif isinstance(getattr(head, "_grids", None), dict):
+        head._grids = {}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a ``.pt`` checkpoint (ours or an official YOLOv5 release) safely; ``model``/``ema`` become our ``Model``.
+
+    Raises ``CheckpointError`` (one line naming the file and what was expected) for anything that is not such a
+    checkpoint: random bytes, text, a zip of something else, a dict without a model.
+    """
+    raw = _raw_load(path, map_location)
+    if isinstance(raw, nn.Module):
+        raw = {"model": raw}
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: holds a {type(raw).__name__}, not a checkpoint dict; {CHECKPOINT_HELP}")
+    ckpt = dict(raw)
+    for sd in (ckpt, ckpt.get("model"), ckpt.get("ema")):
+        if isinstance(sd, dict) and sd and all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise CheckpointError(f"{path}: holds a bare state_dict without the model's config; {CHECKPOINT_HELP}")
+    for key in ("model", "ema"):
+        obj = ckpt.get(key)
+        ckpt[key] = to_our_model(obj, path) if isinstance(obj, nn.Module) else None
+    if ckpt["model"] is None and ckpt["ema"] is None:
+        keys = ", ".join(map(str, list(raw)[:8])) if raw else "an empty dict"
+        raise CheckpointError(f"{path}: no model inside (found {keys}); {CHECKPOINT_HELP}")
+    for key in ("optimizer", "opt", "train_args"):  # inert records are of no use to callers
+        if isinstance(ckpt.get(key), Opaque):
+            ckpt[key] = None
+    return ckpt
+
+
+def checkpoint_model(ckpt: dict) -> Model:
+    """The model to use from a loaded checkpoint: the EMA weights when present (what training validates), else ``model``."""
+    return ckpt.get("ema") or ckpt["model"]
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bool = True) -> Model:
+    """A float32 eval-mode ``Model`` (Conv+BN fused by default) with ``names`` and ``stride`` from a ``.pt`` file."""
+    model = checkpoint_model(load_checkpoint(weights))
+    if fuse:
+        model.fuse(verbose=False)
+    return model.to(device).float().eval()
+
+
+def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: bool = False, fuse: bool = True,
+                 verbose: bool = False):
+    """An Ultralytics ``AutoBackend`` for any supported format: ``.pt`` (ours or official) through ``load_model``,
+    exports (``.torchscript``, ``.onnx``, ``*_openvino_model/``) with names/stride from their metadata.
+
+    ``backend(im)`` returns the ``(bs, 4 + nc, N)`` predictions (for ``.pt`` as the first element of a list).
+    """
+    from ultralytics.nn.autobackend import AutoBackend
+
+    w = Path(str(weights))
+    device = torch.device(device) if isinstance(device, str) else device
+    if w.suffix == ".pt":
+        return AutoBackend(load_model(w, device, fuse=False), device=device, fp16=half, fuse=fuse, verbose=verbose)
+    if not w.exists():
+        raise FileNotFoundError(f"weights '{w}' not found")
+    if w.suffix not in {".torchscript", ".onnx", ".engine"} and not (w.is_dir() and w.name.endswith("_openvino_model")):
+        raise CheckpointError(f"{w}: unsupported weights format; use a .pt checkpoint, or an export from export.py "
+                              f"(.torchscript, .onnx, *_openvino_model/ folder, .engine)")
+    try:
+        return AutoBackend(str(w), device=device, fp16=half, verbose=verbose)
+    except ImportError as e:
+        raise CheckpointError(f"{w}: the runtime for this format is not installed ({e})") from None
+    except (TypeError, RuntimeError, StopIteration) as e:  # a corrupt, truncated or foreign export
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{w}: cannot be loaded ({first}); re-export it with export.py") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transfer learning
+# ----------------------------------------------------------------------------------------------------
+
+Layer = tuple[str, str, dict]  # (state_dict prefix, type name, {relative name: tensor})
+
+
+def _layers(model: nn.Module | None, sd: dict[str, torch.Tensor]) -> list[Layer]:
+    """Group a YOLOv5 state_dict by top-level layer (``model.<i>.``), with each layer's type when the model is known."""
+    types_ = {}
+    if model is not None and isinstance(getattr(model, "model", None), nn.Sequential):
+        types_ = {f"model.{i}.": type(m).__name__ for i, m in enumerate(model.model)}
+    groups: dict[str, dict] = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        prefix = ".".join(parts[:2]) + "." if len(parts) > 2 and parts[0] == "model" else ""
+        groups.setdefault(prefix, {})[k[len(prefix):]] = v
+    return [(p, types_.get(p, ""), t) for p, t in groups.items()]
+
+
+def _overlap(src: Layer, dst: Layer) -> int:
+    """Tensors of ``dst`` that ``src`` holds under the same relative name and shape (0 for layers of another type)."""
+    if src[1] and dst[1] and src[1] != dst[1]:
+        return 0
+    return sum(1 for k, v in dst[2].items() if k in src[2] and src[2][k].shape == v.shape)
+
+
+def _align(src: list[Layer], dst: list[Layer]) -> list[tuple[int, int]]:
+    """Order-preserving pairing of source and target layers that maximises the tensors transferred (an LCS).
+
+    Inserting attention layers shifts indices (``model.7`` becomes ``model.8``...); walking both layer lists in order
+    and skipping layers that have no counterpart pairs the backbone and head blocks up again.
+    """
+    n, m = len(src), len(dst)
+    score = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            o = _overlap(src[i], dst[j])
+            score[i][j] = max(score[i + 1][j], score[i][j + 1], score[i + 1][j + 1] + o if o else 0)
+    pairs, i, j = [], 0, 0
+    while i < n and j < m:
+        o = _overlap(src[i], dst[j])
+        if o and score[i][j] == score[i + 1][j + 1] + o:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        elif score[i][j] == score[i + 1][j]:
+            i += 1
+        else:
+            j += 1
+    return pairs
+
+
+def _source(src: Any) -> tuple[nn.Module | None, dict[str, torch.Tensor], str]:
+    """(model or None, state_dict, description) from a path, a checkpoint dict, a model or a state_dict."""
+    if isinstance(src, (str, Path)):
+        ckpt = load_checkpoint(src)
+        m = checkpoint_model(ckpt)
+        return m, m.state_dict(), str(src)
+    if isinstance(src, nn.Module):
+        return src, src.state_dict(), type(src).__name__
+    if isinstance(src, dict) and any(isinstance(src.get(k), nn.Module) for k in ("ema", "model")):
+        m = checkpoint_model(src)
+        return m, m.state_dict(), "checkpoint"
+    if isinstance(src, dict) and src and all(isinstance(v, torch.Tensor) for v in src.values()):
+        return None, dict(src), "state_dict"
+    raise CheckpointError(f"cannot transfer weights from {type(src).__name__}; {CHECKPOINT_HELP}")
+
+
+def transfer_weights(model: nn.Module, src: Any, exclude: tuple[str, ...] = (), verbose: bool = True) -> tuple[int, int]:
+    """Copy every tensor of ``src`` whose (layer-remapped) name and shape match into ``model``.
+
+    ``src``: a ``.pt`` path (ours or official), a loaded checkpoint dict, a model or a state_dict. Layers are paired in
+    order by type and tensor shapes, so weights land even when attention layers shift the indices. Names containing
+    any string of ``exclude`` (e.g. ``("anchors",)``) are left alone. Logs one line and returns
+    ``(n_transferred, n_total)`` counted over ``model.state_dict()`` entries.
+    """
+    from ultralytics.utils import LOGGER
+
+    src_model, src_sd, what = _source(src)
+    dst_sd = model.state_dict()
+    src_layers, dst_layers = _layers(src_model, src_sd), _layers(model, dst_sd)
+    new, remapped = {}, 0
+    for i, j in _align(src_layers, dst_layers):
+        (sp, _, st), (dp, _, dt) = src_layers[i], dst_layers[j]
+        for rel, v in dt.items():
+            name = dp + rel
+            if rel in st and st[rel].shape == v.shape and not any(x in name for x in exclude):
+                new[name] = st[rel].to(v.dtype)
+                remapped += sp != dp
+    model.load_state_dict(new, strict=False)
+    if isinstance(getattr(model, "model", None), nn.Sequential) and isinstance(model.model[-1], Detect):
+        _reset_grids(model.model[-1])
+    n, total = len(new), len(dst_sd)
+    if verbose:
+        att = sum(1 for k in dst_sd if _is_attention(model, k))
+        LOGGER.info(f"Transferred {n}/{total} items from {what} ({remapped} under remapped layer indices); "
+                    f"{total - n} not transferred ({att} in attention layers)")
+    return n, total
+
+
+def _is_attention(model: nn.Module, key: str) -> bool:
+    """Whether a state_dict key belongs to an attention layer of ``model``."""
+    parts = key.split(".")
+    if len(parts) < 2 or parts[0] != "model" or not parts[1].isdigit():
+        return False
+    layer = model.model[int(parts[1])]
+    return isinstance(layer, tuple(set(ATTENTION.values())))

@@ -1,0 +1,36 @@
+"""Command-line helpers shared by train.py, val.py, detect.py and export.py."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+# Errors that mean "the user gave us something wrong": print one clear line, no stack trace.
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError,
+                                                 KeyError, SyntaxError)
+
+
+@contextlib.contextmanager
+def user_errors(exit_code: int = 1) -> Iterator[None]:
+    """Turn user mistakes (missing files, bad YAML keys, bad values) into a one-line message and an exit code.
+
+    Set ``YOLOV5A_TRACEBACK=1`` to see the full stack trace instead.
+    """
+    import os
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("Interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except USER_ERRORS as e:
+        if os.environ.get("YOLOV5A_TRACEBACK"):
+            raise
+        print(f"ERROR: {e}", file=sys.stderr)
+        raise SystemExit(exit_code) from None
+    except RuntimeError as e:  # the engine wraps dataset problems as RuntimeError("Dataset '...' error ❌ ...")
+        if os.environ.get("YOLOV5A_TRACEBACK") or "Dataset" not in str(e):
+            raise
+        print(f"ERROR: {e}", file=sys.stderr)
+        raise SystemExit(exit_code) from None

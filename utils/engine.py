@@ -1,0 +1,305 @@
+"""Glue between our YOLOv5 model, loss and anchors and the Ultralytics engine (pinned: ultralytics==8.4.190).
+
+Everything that depends on the engine's internals lives here, so a version bump is one file to check:
+- ``YOLOv5Trainer``: Ultralytics' ``DetectionTrainer`` with our ``Model`` and ``ComputeLoss``, YOLOv5 v6.0 defaults
+  (SGD, 3 parameter groups, linear LR, warmup of max(3 epochs, 100 iterations), no mosaic closing), AutoAnchor before
+  training, and checkpoints written atomically.
+- ``YOLOv5Validator``: Ultralytics' ``DetectionValidator`` with official COCO mAP from ``pycocotools`` (offline).
+- hyperparameter files in YOLOv5's format split into what the engine takes and what our loss takes.
+"""
+
+from __future__ import annotations
+
+import os
+from copy import copy, deepcopy
+from pathlib import Path
+from typing import Any
+
+from utils import offline  # noqa: F401  (must precede the engine import)
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator  # noqa: E402
+from ultralytics.utils import LOGGER, RANK, colorstr  # noqa: E402
+from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
+
+from models.yolo import Model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+offline.configure()
+
+# YOLOv5 hyperparameters the engine understands under the same name and meaning.
+ENGINE_HYP_KEYS = (
+    "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
+    "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr",
+    "mosaic", "mixup", "copy_paste",
+)
+# YOLOv5 loss hyperparameters: they go to our ComputeLoss through ``model.hyp``, never to the engine (where 'box',
+# 'cls' and 'cls_pw' exist with other meanings and scales).
+LOSS_HYP_KEYS = ("box", "cls", "cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma", "label_smoothing")
+
+# Engine settings that reproduce YOLOv5 v6.0 rather than the engine's own defaults.
+YOLOV5_ENGINE_DEFAULTS: dict[str, Any] = {
+    "task": "detect",
+    "mode": "train",
+    "optimizer": "SGD",
+    "close_mosaic": 0,  # mosaic on every epoch
+    "cls_pw": 0.0,  # the engine's class-frequency weighting: off (YOLOv5's cls_pw is a BCE pos_weight, in model.hyp)
+    "nbs": 64,
+    "iou": 0.6,  # NMS IoU of validation during training
+    "conf": 0.001,
+    "max_det": 300,
+    "name": "exp",
+    "patience": 100,
+    "seed": 0,
+    "deterministic": True,
+}
+DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+
+
+class HypError(ValueError):
+    """A hyperparameter file that cannot be used; the message names the file and the key."""
+
+
+def load_hyp(path: str | Path | dict | None = None) -> dict[str, float]:
+    """Read a YOLOv5 hyperparameter YAML (or dict) and check every key before training starts."""
+    if isinstance(path, dict):
+        hyp, where = dict(path), "hyp"
+    else:
+        file = find_file(path or DEFAULT_HYP, ROOT / "data" / "hyps")
+        where = str(file)
+        with open(file, encoding="utf-8") as f:
+            hyp = yaml.safe_load(f) or {}
+        if not isinstance(hyp, dict):
+            raise HypError(f"{where}: expected a mapping of hyperparameter names to numbers")
+    unknown = sorted(set(hyp) - set(ENGINE_HYP_KEYS) - set(LOSS_HYP_KEYS))
+    if unknown:
+        raise HypError(f"{where}: unknown hyperparameter(s) {', '.join(unknown)}; "
+                       f"known keys: {', '.join(ENGINE_HYP_KEYS + LOSS_HYP_KEYS)}")
+    for k, v in hyp.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise HypError(f"{where}: '{k}' must be a number, got {v!r}")
+    return {k: float(v) for k, v in hyp.items()}
+
+
+def split_hyp(hyp: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Split YOLOv5 hyperparameters into (engine overrides, loss hyperparameters)."""
+    engine = {k: v for k, v in hyp.items() if k in ENGINE_HYP_KEYS}
+    loss = {k: v for k, v in hyp.items() if k in LOSS_HYP_KEYS}
+    return engine, loss
+
+
+def find_file(name: str | Path, *folders: Path) -> Path:
+    """A file given by path, or by bare name inside one of ``folders``; FileNotFoundError naming where it looked."""
+    p = Path(name)
+    for candidate in (p, *(f / p for f in folders), *(f / p.name for f in folders)):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"'{name}' not found (looked in the working directory and {', '.join(map(str, folders))})")
+
+
+def resolve_data(data: str | Path) -> str:
+    """Absolute path of a data YAML given by path or by name (``coco.yaml`` means this repo's ``data/coco.yaml``)."""
+    return str(find_file(data, ROOT / "data"))
+
+
+def _point_datasets_dir_at_repo() -> None:
+    """Relative dataset paths (``path: ../datasets/coco``) resolve against this repository, as in YOLOv5."""
+    import ultralytics.data.utils as data_utils
+
+    data_utils.DATASETS_DIR = ROOT
+
+
+_point_datasets_dir_at_repo()
+
+
+def build_model(cfg: str | Path | dict, nc: int, hyp: dict[str, float], imgsz: int, weights: str | None = None,
+                verbose: bool = True) -> Model:
+    """Our model for training: built from ``cfg``, optionally started from ``weights``, carrying its loss hyps.
+
+    YOLOv5 v6.0 scales the loss gains once at train start by the number of detection levels, classes and image size;
+    the scaled values are stored in ``model.hyp`` (and so in every checkpoint).
+    """
+    from utils.loss import scale_hyp_for_model
+
+    model = Model(cfg, nc=nc, verbose=verbose)
+    if weights:
+        from utils.checkpoint import transfer_weights
+
+        transfer_weights(model, weights)
+    model.hyp = scale_hyp_for_model(hyp, nl=model.model[-1].nl, nc=nc, imgsz=imgsz)
+    return model
+
+
+class YOLOv5Trainer(DetectionTrainer):
+    """Ultralytics' detection trainer running our anchor-based YOLOv5 model and loss.
+
+    ``YOLOv5Trainer(overrides, hyp=..., weights=..., autoanchor=True)``: ``overrides`` are engine arguments
+    (``data``, ``model`` = the model YAML, ``epochs``…), ``hyp`` the YOLOv5 hyperparameters (both halves).
+    """
+
+    def __init__(self, cfg=None, overrides: dict | None = None, _callbacks=None, hyp: dict | None = None,
+                 weights: str | None = None, autoanchor: bool = True, sync_bn: bool = False):
+        overrides = {**YOLOV5_ENGINE_DEFAULTS, **(overrides or {})}
+        hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP)
+        engine_hyp, self.loss_hyp = split_hyp(hyp)
+        for k, v in engine_hyp.items():
+            overrides.setdefault(k, v)
+        kwargs = {"overrides": overrides, "_callbacks": _callbacks}
+        if cfg is not None:
+            kwargs["cfg"] = cfg
+        super().__init__(**kwargs)
+        self.weights = weights
+        self.sync_bn = sync_bn
+        if not self.resume and not isinstance(self.model, torch.nn.Module):
+            self.model = build_model(self.args.model, self.data["nc"], self.loss_hyp, self.args.imgsz, weights,
+                                     verbose=RANK in {-1, 0})
+            self.model._autoanchor_pending = autoanchor  # read once the training labels are loaded
+
+    # ----- model ------------------------------------------------------------------------------------
+    def get_model(self, cfg=None, weights=None, verbose: bool = True) -> Model:
+        """Model for a resumed run: rebuilt from the checkpoint's YAML, weights and (already scaled) loss hyps."""
+        model = Model(cfg, nc=self.data["nc"], verbose=verbose and RANK == -1)
+        if weights is not None:
+            model.load_state_dict(weights.float().state_dict())
+            model.hyp = dict(getattr(weights, "hyp", None) or {})
+        return model
+
+    def setup_model(self):
+        ckpt = None if isinstance(self.model, torch.nn.Module) else super().setup_model()
+        if self.sync_bn and self.world_size > 1:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            LOGGER.info("Using SyncBatchNorm()")
+        return ckpt
+
+    def set_model_attributes(self):
+        super().set_model_attributes()
+        model = unwrap_model(self.model)
+        if not getattr(model, "hyp", None):
+            from utils.loss import scale_hyp_for_model
+
+            model.hyp = scale_hyp_for_model(self.loss_hyp, nl=model.model[-1].nl, nc=self.data["nc"],
+                                            imgsz=self.args.imgsz)
+
+    def _build_train_pipeline(self):
+        super()._build_train_pipeline()
+        model = unwrap_model(self.model)
+        if getattr(model, "_autoanchor_pending", False):
+            from utils.autoanchor import check_anchors
+
+            check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz)
+        model._autoanchor_pending = False
+
+    # ----- YOLOv5 v6.0 schedule -------------------------------------------------------------------
+    def _get_warmup_iterations(self, num_batches: int) -> int:
+        """max(warmup_epochs, 100 iterations) as in YOLOv5 v6.0, leaving the last epoch free of warmup."""
+        if self.args.warmup_epochs <= 0:
+            return 0
+        nw = max(round(self.args.warmup_epochs * num_batches), 100)
+        return min(nw, max(self.epochs - 1, 0) * num_batches) if self.epochs > 1 else 0
+
+    # ----- validation -----------------------------------------------------------------------------
+    def get_validator(self):
+        return YOLOv5Validator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+
+    # ----- checkpoints ----------------------------------------------------------------------------
+    def save_model(self) -> bool:
+        """Write each checkpoint to a temporary file first and rename it into place.
+
+        A crash (or a full disk) mid-write then leaves the previous ``last.pt``/``best.pt`` intact.
+        """
+        final = {"last": self.last, "best": self.best}
+        temps = {k: p.with_name(p.name + ".tmp") for k, p in final.items()}
+        for t in temps.values():
+            t.unlink(missing_ok=True)
+        self.last, self.best = temps["last"], temps["best"]
+        try:
+            saved = super().save_model()
+        finally:
+            self.last, self.best = final["last"], final["best"]
+        for k, t in temps.items():
+            if t.exists():
+                os.replace(t, final[k])
+        return saved
+
+
+class YOLOv5Validator(DetectionValidator):
+    """Ultralytics' detection validator; COCO-format JSON is scored with ``pycocotools`` (no network needed)."""
+
+    def coco_evaluate(self, stats: dict, pred_json, anno_json, iou_types="bbox", suffix="Box") -> dict:
+        if not (self.args.save_json and len(self.jdict) and (self.is_coco or self.gdict)):
+            return stats
+        try:
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+        except ImportError:
+            LOGGER.warning("pycocotools is not installed: pip install pycocotools")
+            return stats
+        LOGGER.info(f"\nEvaluating pycocotools mAP using {pred_json} and {anno_json if not self.gdict else 'labels'}...")
+        try:
+            if isinstance(anno_json, dict):
+                anno = COCO()
+                anno.dataset = _with_coco_fields(anno_json)
+                anno.createIndex()
+            else:
+                if not Path(anno_json).is_file():
+                    raise FileNotFoundError(f"{anno_json} not found")
+                anno = COCO(str(anno_json))
+            pred = anno.loadRes(str(pred_json) if isinstance(pred_json, Path) else pred_json)
+            ev = COCOeval(anno, pred, "bbox")
+            ev.params.imgIds = anno.getImgIds() if self.gdict else [int(Path(x).stem) for x in self.dataloader.dataset.im_files]
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            map50_95, map50 = float(ev.stats[0]), float(ev.stats[1])
+            LOGGER.info(f"pycocotools: mAP@.5 {map50:.4f}, mAP@.5:.95 {map50_95:.4f} "
+                        f"(ours: {stats.get('metrics/mAP50(B)', float('nan')):.4f}, "
+                        f"{stats.get('metrics/mAP50-95(B)', float('nan')):.4f})")
+            stats["metrics/pycocotools_mAP50(B)"] = map50
+            stats["metrics/pycocotools_mAP50-95(B)"] = map50_95
+            if self.is_coco and not self.training:
+                stats["metrics/mAP50(B)"], stats["metrics/mAP50-95(B)"] = map50, map50_95
+                stats["fitness"] = 0.9 * map50_95 + 0.1 * map50
+        except Exception as e:  # a scoring failure must not lose the run's own metrics
+            LOGGER.warning(f"pycocotools unable to run: {e}")
+        return stats
+
+
+def _with_coco_fields(gt: dict) -> dict:
+    """Fill the fields pycocotools needs (area, iscrowd, id) in a ground-truth dict built from YOLO labels."""
+    gt = deepcopy(gt)
+    for i, a in enumerate(gt.get("annotations", []), 1):
+        a.setdefault("id", i)
+        a.setdefault("iscrowd", 0)
+        if "area" not in a and "bbox" in a:
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+    gt.setdefault("info", {})
+    return gt
+
+
+def increment_dir(path: str | Path, exist_ok: bool = False) -> Path:
+    """YOLOv5's run folders: runs/train/exp, exp2, exp3, ... (``exist_ok`` reuses ``path``)."""
+    from ultralytics.utils.files import increment_path
+
+    return increment_path(path, exist_ok=exist_ok, sep="")
+
+
+def latest_run(project: str | Path) -> Path:
+    """The most recently written ``last.pt`` under ``project`` (for a bare ``--resume``)."""
+    runs = sorted(Path(project).glob("**/last.pt"), key=os.path.getmtime)
+    if not runs:
+        raise FileNotFoundError(f"--resume: no last.pt found under {project}; pass the checkpoint path instead")
+    return runs[-1]
+
+
+def cfg_of_weights(weights: str | Path, folder: Path) -> str:
+    """Write the model YAML stored in a checkpoint (ours or an official YOLOv5 one) to ``folder``; return its path."""
+    from utils.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(weights)
+    model = ckpt.get("ema") or ckpt.get("model")
+    cfg = {k: v for k, v in deepcopy(model.yaml).items() if k != "yaml_file"}
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{Path(weights).stem}-cfg.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(out)
