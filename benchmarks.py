@@ -156,8 +156,9 @@ def resolve_models(items: Iterable[str], add_baselines: bool = True) -> list[Spe
     seen: set[str] = set()
     unique = []
     for s in specs:
-        if str(s.source) not in seen:
-            seen.add(str(s.source))
+        key = str(s.source.resolve())
+        if key not in seen:
+            seen.add(key)
             unique.append(s)
     return unique
 
@@ -201,12 +202,15 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def _timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
     sync()
-    t = time.perf_counter()
+    t = clock()
     fn()
     sync()
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def multiplicities(estimates: dict[str, float], groups: dict[str, str]) -> dict[str, int]:
@@ -224,17 +228,20 @@ def multiplicities(estimates: dict[str, float], groups: dict[str, str]) -> dict[
 
 def interleaved(fns: dict[str, Callable[[], Any]], groups: dict[str, str] | None = None, repeats: int | None = None,
                 warmup: int = 2, budget_s: float = 120.0, sync: Callable[[], None] = lambda: None,
-                label: str = "timing") -> dict[str, list[float]]:
+                label: str = "timing", clock: str = "wall") -> dict[str, list[float]]:
     """Time every function in round-robin rounds; returns each one's list of seconds.
 
     ``warmup`` untimed rounds come first (the last one estimates each function's cost). Functions of a faster group
     (``groups`` maps function -> group; rows compared with each other share one) run several times per round so all
     get similar time. ``repeats`` is the number of rounds; ``None`` fits them into about ``budget_s`` seconds.
+    ``clock`` is ``wall`` (elapsed time) or ``cpu`` (this process's CPU time: with one thread, the work itself without
+    the time other processes on a shared machine take from it).
     """
     groups = groups or {k: k for k in fns}
+    tick = CLOCKS[clock]
     estimates: dict[str, float] = {}
     for _ in range(warmup if repeats is not None else max(warmup, 1)):
-        estimates = {k: _timed(fn, sync) for k, fn in fns.items()}
+        estimates = {k: _timed(fn, sync, tick) for k, fn in fns.items()}
     mult = multiplicities(estimates, groups)
     if repeats is None:
         round_cost = sum(mult[k] * t for k, t in estimates.items())
@@ -245,7 +252,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], groups: dict[str, str] | None
         for j in range(max(mult.values())):
             for k, fn in fns.items():
                 if j < mult[k]:
-                    times[k].append(_timed(fn, sync))
+                    times[k].append(_timed(fn, sync, tick))
     return times
 
 
@@ -298,15 +305,17 @@ def synthetic_targets(batch_size: int, nc: int, per_image: int = 4) -> torch.Ten
     return torch.cat((img[:, None], cls[:, None], xy, wh), 1)
 
 
-def train_step(model: nn.Module, batch_size: int, imgsz: int, device: torch.device) -> Callable[[], None]:
-    """One training step without the optimizer: forward in train mode, YOLOv5 loss, backward."""
+def train_step(model: nn.Module, batch_size: int, imgsz: int, device: torch.device,
+               amp: bool = False) -> Callable[[], None]:
+    """One training step without the optimizer: forward in train mode (fp16 autocast with ``amp``), YOLOv5 loss, backward."""
     model = model.to(device).train()
     criterion = model.init_criterion()
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=device)
     targets = synthetic_targets(batch_size, model.nc).to(device)
 
     def step() -> None:
-        loss, _ = criterion(model(im), targets)
+        with torch.autocast(device.type, torch.float16, enabled=amp):
+            loss, _ = criterion(model(im), targets)
         loss.sum().backward()
         model.zero_grad(set_to_none=True)
 
@@ -479,9 +488,9 @@ def machine() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(device: torch.device, threads: int) -> str:
+def describe(device: torch.device) -> str:
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else machine()
-    return f"{date.today().isoformat()} · {hw} · torch {torch.__version__} · {threads} CPU threads"
+    return f"{date.today().isoformat()} · {hw} · torch {torch.__version__} · {torch.get_num_threads()} CPU threads"
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -491,7 +500,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [("gflops", "GFLOPs (640)")] + ([("map50_95", "mAP@.5:.95 (%)")] if any(r.get("map50_95") for r in rows) else [])
+    xs = [("gflops", "GFLOPs")] + ([("map50_95", "mAP@.5:.95 (%)")] if any(r.get("map50_95") for r in rows) else [])
     fig, axes = plt.subplots(1, len(xs), figsize=(6 * len(xs), 4.5), squeeze=False)
     groups = list(dict.fromkeys(r["baseline"] for r in rows))
     for ax, (key, label) in zip(axes[0], xs):
@@ -546,81 +555,111 @@ def measure_rows(specs: list[Spec], imgsz: int, batch_size: int, device: torch.d
     return rows, fused
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How to time: ``repeats`` rounds (``None``: as many as fit in ``budget`` seconds) after ``warmup`` rounds."""
+
+    repeats: int | None = None
+    warmup: int = 2
+    budget: float = 150.0
+    clock: str = "wall"
+    sync: Callable[[], None] = lambda: None
+
+    def __call__(self, fns: dict[str, Callable[[], Any]], groups: dict[str, str], label: str,
+                 min_warmup: int = 0) -> dict[str, list[float]]:
+        return interleaved(fns, groups, self.repeats, max(self.warmup, min_warmup), self.budget, self.sync, label,
+                           self.clock)
+
+
+def check_options(device: torch.device, half: bool, clock: str, sizes: dict[str, int], formats: list[str],
+                  map_weights: list[str]) -> None:
+    """Fail early, with the flag to change, on combinations that cannot run."""
+    if half and device.type != "cuda":
+        raise BenchmarkError("--half needs a CUDA device (--device 0); CPU latency is measured in fp32")
+    if clock not in CLOCKS:
+        raise BenchmarkError(f"--clock {clock}: choose from {', '.join(CLOCKS)}")
+    if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise BenchmarkError("--clock cpu measures this process's CPU time, which is a latency only on CPU with "
+                             "--threads 1")
+    for flag, size in sizes.items():
+        if size % 32:
+            raise BenchmarkError(f"{flag} {size}: must be a multiple of 32 (the models' largest stride)")
+    if formats:
+        _require_script("export", "--formats")
+        if device.type != "cpu":
+            raise BenchmarkError("--formats times ONNX Runtime and OpenVINO on CPU; use --device cpu")
+    if map_weights:
+        _require_script("val", "--map")
+
+
 def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1, device: str = "cpu",
         half: bool = False, threads: int | None = None, repeats: int | None = None, warmup: int = 2,
-        budget: float = 150.0, formats: str | Iterable[str] | None = None, train: bool = False,
+        budget: float = 150.0, clock: str = "wall", formats: str | Iterable[str] | None = None, train: bool = False,
         train_batch_size: int = 8, train_imgsz: int = 320, map_weights: Iterable[str] | None = None,
         data: str = "data/shapes.yaml", plots: bool = False, project: str | Path = ROOT / "runs" / "benchmarks",
         name: str = "exp", exist_ok: bool = False, memory: bool = True) -> list[dict]:
     """Benchmark ``models``; print the Markdown table, write CSV/Markdown (and PNG) under ``project/name``; return the rows."""
     if threads:
         torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
     dev = select_device(device)
-    if half and dev.type != "cuda":
-        raise BenchmarkError("--half needs a CUDA device (--device 0); CPU latency is measured in fp32")
-    for size, flag in ((imgsz, "--imgsz"), (train_imgsz, "--train-imgsz")):
-        if size % 32:
-            raise BenchmarkError(f"{flag} {size}: must be a multiple of 32 (the models' largest stride)")
     fmts = parse_formats(formats)
-    if fmts:
-        _require_script("export", "--formats")
-        if dev.type != "cpu":
-            raise BenchmarkError("--formats times ONNX Runtime and OpenVINO on CPU; use --device cpu")
     map_weights = [str(w) for w in (map_weights or [])]
-    if map_weights:
-        _require_script("val", "--map")
-    specs = resolve_models([*models, *map_weights] if models else map_weights)
+    check_options(dev, half, clock, {"--imgsz": imgsz, "--train-imgsz": train_imgsz}, fmts, map_weights)
+    specs = resolve_models([*models, *map_weights])
     if not specs:
         raise BenchmarkError("no models to benchmark: give --models and/or --map WEIGHTS")
     save_dir = save_dir_for(project, name, exist_ok)
-    log(f"benchmarks: {len(specs)} models, {imgsz}x{imgsz} batch {batch_size}, {dev} "
-        f"{'fp16' if half else 'fp32'}, {threads} threads -> {save_dir}")
+    timing = Timing(repeats, warmup, budget, clock, synchronizer(dev))
+    log(f"benchmarks: {len(specs)} models, {imgsz}x{imgsz} batch {batch_size}, {dev} {'fp16' if half else 'fp32'}, "
+        f"{torch.get_num_threads()} threads, {clock} clock -> {save_dir}")
 
     rows, fused = measure_rows(specs, imgsz, batch_size, dev, half)
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev, dtype=torch.float16 if half else torch.float32)
+    measure_latency(rows, fused, im, fmts, timing, save_dir, memory)
+    del fused
+    if train:
+        measure_training(rows, specs, train_batch_size, train_imgsz, dev, half, timing)
+    for r, s in zip(rows, specs):
+        if s.weights and map_weights:
+            r["map50"], r["map50_95"] = measure_map(s.source, data, imgsz, device)
+    return report(rows, fmts, save_dir, dev, imgsz, batch_size, clock, plots)
+
+
+def measure_latency(rows: list[dict], fused: dict[str, nn.Module], im: torch.Tensor, formats: list[str],
+                    timing: Timing, save_dir: Path, memory: bool = True) -> None:
+    """Latency of every row in PyTorch (and each exported format), interleaved; then peak memory of one forward."""
     calls = {f"{n}|pytorch": inference_call(m, im) for n, m in fused.items()}
     for n, m in fused.items():
-        for fmt, call in (export_calls(m, n, fmts, im, save_dir, threads) if fmts else {}).items():
+        for fmt, call in (export_calls(m, n, formats, im, save_dir, torch.get_num_threads()) if formats else {}).items():
             calls[f"{n}|{fmt}"] = call
-    groups = {k: baseline_name(k.split("|")[0]) for k in calls}
-    times = interleaved(calls, groups, repeats, warmup, budget, synchronizer(dev), "latency")
+    times = timing(calls, {k: baseline_name(k.split("|")[0]) for k in calls}, "latency")
     for r in rows:
         ts = times[f"{r['model']}|pytorch"]
         r.update(latency_ms=median_ms(ts), latency_min_ms=min(ts) * 1e3, runs=len(ts))
-        for fmt in fmts:
+        for fmt in formats:
             r[f"{fmt}_ms"] = median_ms(times[f"{r['model']}|{fmt}"])
             r[f"{fmt}_speedup"] = r["latency_ms"] / r[f"{fmt}_ms"]
         if memory:
-            r["peak_mem_mb"] = peak_memory_mb(calls[f"{r['model']}|pytorch"], dev)
+            r["peak_mem_mb"] = peak_memory_mb(calls[f"{r['model']}|pytorch"], im.device)
     add_relative(rows, "latency_ms", "rel_latency")
-    del fused, calls
-
-    if train:
-        measure_training(rows, specs, train_batch_size, train_imgsz, dev, repeats, warmup, budget)
-    if map_weights:
-        for r, s in zip(rows, specs):
-            if s.weights:
-                r["map50"], r["map50_95"] = measure_map(s.source, data, imgsz, device)
-    return report(rows, fmts, save_dir, dev, threads, imgsz, batch_size, plots)
 
 
 def measure_training(rows: list[dict], specs: list[Spec], batch_size: int, imgsz: int, device: torch.device,
-                     repeats: int | None, warmup: int, budget: float) -> None:
+                     amp: bool, timing: Timing) -> None:
     """Training-step time (forward + loss + backward, no optimizer step) of every row, interleaved."""
-    steps = {s.name: train_step(build_model(s), batch_size, imgsz, device) for s in specs}
-    groups = {k: baseline_name(k) for k in steps}
-    times = interleaved(steps, groups, repeats, max(warmup, 1), budget, synchronizer(device), "training step")
+    steps = {s.name: train_step(build_model(s), batch_size, imgsz, device, amp) for s in specs}
+    times = timing(steps, {k: baseline_name(k) for k in steps}, "training step", min_warmup=1)
     for r in rows:
         ms = median_ms(times[r["model"]])
         r.update(train_step_ms=ms, train_img_s=batch_size / ms * 1e3)
     add_relative(rows, "train_step_ms", "rel_train")
 
 
-def report(rows: list[dict], fmts: list[str], save_dir: Path, device: torch.device, threads: int, imgsz: int,
-           batch_size: int, plots: bool) -> list[dict]:
-    header = (f"Benchmarks {describe(device, threads)} · {imgsz}x{imgsz} batch {batch_size} · "
-              f"latency = median of interleaved runs of the fused model; × base = ratio to the group's baseline")
+def report(rows: list[dict], fmts: list[str], save_dir: Path, device: torch.device, imgsz: int, batch_size: int,
+           clock: str = "wall", plots: bool = False) -> list[dict]:
+    what = "CPU time" if clock == "cpu" else "latency"
+    header = (f"Benchmarks {describe(device)} · {imgsz}x{imgsz} batch {batch_size} · {what} = median of interleaved "
+              "runs of the fused model; × base = ratio to the group's baseline")
     table = markdown_table(rows, columns_for(rows, fmts))
     log(f"\n{header}\n\n{table}\n")
     (save_dir / "benchmarks.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
@@ -673,40 +712,56 @@ def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], A
     return calls
 
 
+MODULE_COLUMNS = [
+    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"),
+    Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("ref_fwd_ms", "reference fwd (ms)", "{:.3f}"),
+    Column("fwd_speedup", "speed-up", "{:.2f}x"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
+    Column("ref_fwd_bwd_ms", "reference fwd+bwd (ms)", "{:.3f}"), Column("fwd_bwd_speedup", "speed-up", "{:.2f}x"),
+]
+
+
+def time_modules_at(names: list[str], shape: tuple[int, int, int, int], device: torch.device,
+                    timing: Timing) -> dict[str, dict[str, float]]:
+    """Median ms of every call of ``module_calls`` for each named module at ``shape`` (all interleaved)."""
+    x = torch.randn(*shape, device=device)
+    calls = {f"{n}|{k}": f for n in names for k, f in module_calls(build_attention(n, shape[1]).to(device), x).items()}
+    times = timing(calls, {k: "all" for k in calls}, f"modules at {'x'.join(map(str, shape))}")
+    out: dict[str, dict[str, float]] = {n: {} for n in names}
+    for key, ts in times.items():
+        n, what = key.split("|")
+        out[n][f"{what}_ms"] = median_ms(ts)
+    return out
+
+
 def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", threads: int | None = None,
-                repeats: int | None = None, warmup: int = 2, budget: float = 60.0,
+                repeats: int | None = None, warmup: int = 2, budget: float = 60.0, clock: str = "wall",
                 project: str | Path = ROOT / "runs" / "benchmarks", name: str = "modules",
                 exist_ok: bool = False, families: Iterable[str] = tuple(MODULE_SITES)) -> list[dict]:
     """Time each attention module alone at its Table 2 shapes, interleaved with its reference formula where it has one."""
     if threads:
         torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
     dev = select_device(device)
+    check_options(dev, False, clock, {}, [], [])
     save_dir = save_dir_for(project, name, exist_ok)
     sites = module_sites(imgsz, families)
-    budget_per_shape = budget / max(len({(c, s) for _, _, c, s in sites}), 1)
+    places = list(dict.fromkeys((c, size) for _, _, c, size in sites))
+    timing = Timing(repeats, warmup, budget / max(len(places), 1), clock, synchronizer(dev))
     rows = []
-    for c, size in dict.fromkeys((c, s) for _, _, c, s in sites):
-        x = torch.randn(batch_size, c, size, size, device=dev)
-        mods = {n: build_attention(n, c).to(dev) for n, _, c2, s in sites if (c2, s) == (c, size)}
-        calls = {f"{n}|{k}": f for n, m in mods.items() for k, f in module_calls(m, x).items()}
-        times = interleaved(calls, {k: "all" for k in calls}, repeats, warmup, budget_per_shape, synchronizer(dev),
-                            f"modules at {c}x{size}x{size}")
-        fams = ", ".join(sorted({f for n, f, c2, s in sites if (c2, s) == (c, size)}))
-        for n in mods:
-            row = {"module": n, "models": fams, "shape": f"{batch_size}x{c}x{size}x{size}",
-                   "fwd_ms": median_ms(times[f"{n}|fwd"]), "fwd_bwd_ms": median_ms(times[f"{n}|fwd_bwd"])}
-            if f"{n}|ref_fwd" in times:
-                row |= {"ref_fwd_ms": median_ms(times[f"{n}|ref_fwd"]), "ref_fwd_bwd_ms": median_ms(times[f"{n}|ref_fwd_bwd"])}
-                row |= {"fwd_speedup": row["ref_fwd_ms"] / row["fwd_ms"], "fwd_bwd_speedup": row["ref_fwd_bwd_ms"] / row["fwd_bwd_ms"]}
+    for c, size in places:
+        here = [(n, fam) for n, fam, c2, s2 in sites if (c2, s2) == (c, size)]
+        names = list(dict.fromkeys(n for n, _ in here))
+        medians = time_modules_at(names, (batch_size, c, size, size), dev, timing)
+        for n in names:
+            row = {"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
+                   "shape": f"{batch_size}x{c}x{size}x{size}", **medians[n]}
+            if "ref_fwd_ms" in row:
+                row.update(fwd_speedup=row["ref_fwd_ms"] / row["fwd_ms"],
+                           fwd_bwd_speedup=row["ref_fwd_bwd_ms"] / row["fwd_bwd_ms"])
             rows.append(row)
-    cols = [Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"),
-            Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("ref_fwd_ms", "reference fwd (ms)", "{:.3f}"),
-            Column("fwd_speedup", "speed-up", "{:.2f}x"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
-            Column("ref_fwd_bwd_ms", "reference fwd+bwd (ms)", "{:.3f}"), Column("fwd_bwd_speedup", "speed-up", "{:.2f}x")]
-    header = (f"Attention modules {describe(dev, threads)} · shapes at {imgsz}x{imgsz} · medians of interleaved runs; "
-              "reference = the straightforward formula (models/attention_reference.py) where the module is optimised")
-    table = markdown_table(rows, cols)
+    what = "CPU time" if clock == "cpu" else "latency"
+    header = (f"Attention modules {describe(dev)} · shapes at {imgsz}x{imgsz} · {what} medians of interleaved runs; "
+              "reference = the straightforward formula (models/attention_reference.py) of an optimised module")
+    table = markdown_table(rows, MODULE_COLUMNS)
     log(f"\n{header}\n\n{table}\n")
     (save_dir / "modules.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
     log(f"benchmarks: saved {write_csv(rows, save_dir / 'modules.csv')}")
@@ -725,12 +780,16 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--batch-size", type=int, default=1, help="inference batch size")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA device such as 0")
-    p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
+    p.add_argument("--half", action="store_true", help="CUDA: fp16 inference and AMP training steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds (default: as many as fit in --budget seconds, at least 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up rounds")
-    p.add_argument("--budget", type=float, default=150.0, help="seconds of timed runs when --repeats is not given")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds of timed runs per table when --repeats is not given (default 150; 60 with --modules)")
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: process CPU time, with --threads 1 the latency without the time "
+                        "other processes on a shared machine take")
     p.add_argument("--formats", default=None, help="also time exports: onnx,openvino (ONNX Runtime / OpenVINO, fp32)")
     p.add_argument("--train", action="store_true", help="also time a training step (forward + loss + backward)")
     p.add_argument("--train-batch-size", type=int, default=8, help="batch size of the --train step")
@@ -748,16 +807,16 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(sys.argv[1:] if argv is None else argv)
+    common = dict(imgsz=opt.imgsz, batch_size=opt.batch_size, device=opt.device, threads=opt.threads,
+                  repeats=opt.repeats, warmup=opt.warmup, clock=opt.clock, project=opt.project, exist_ok=opt.exist_ok)
     try:
         if opt.modules:
-            run_modules(opt.imgsz, opt.batch_size, opt.device, opt.threads, opt.repeats, opt.warmup,
-                        min(opt.budget, 60.0) if opt.repeats is None else opt.budget, opt.project,
-                        opt.name or "modules", opt.exist_ok)
+            run_modules(budget=opt.budget or 60.0, name=opt.name or "modules", **common)
         else:
             models = opt.models if opt.models is not None else ([] if opt.map else ["all"])
-            run(models, opt.imgsz, opt.batch_size, opt.device, opt.half, opt.threads, opt.repeats, opt.warmup,
-                opt.budget, opt.formats, opt.train, opt.train_batch_size, opt.train_imgsz, opt.map, opt.data, opt.plot,
-                opt.project, opt.name or "exp", opt.exist_ok)
+            run(models, half=opt.half, budget=opt.budget or 150.0, formats=opt.formats, train=opt.train,
+                train_batch_size=opt.train_batch_size, train_imgsz=opt.train_imgsz, map_weights=opt.map,
+                data=opt.data, plots=opt.plot, name=opt.name or "exp", **common)
     except BenchmarkError as e:
         print(f"benchmarks.py: error: {e}", file=sys.stderr)
         return 2

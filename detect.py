@@ -24,6 +24,7 @@ Results go to runs/detect/exp, exp2, ...: annotated images and videos, labels/*.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -100,12 +101,14 @@ def open_source(source: str, vid_stride: int = 1):
     try:
         return load_inference_source(source, batch=1, vid_stride=vid_stride)
     except ConnectionError as e:  # a stream or webcam that cannot be opened
-        raise ValueError(f"--source {source}: {e}") from None
+        detail = str(e).split("... ", 1)[-1]  # drop the loader's "1/1: <source>... " prefix
+        raise ValueError(f"--source {source}: {detail} (check that the camera is connected or that the stream URL "
+                         f"is reachable)") from None
 
 
 def preprocess(images: list[np.ndarray], imgsz: list[int], stride: int, auto: bool, device: torch.device,
                half: bool) -> torch.Tensor:
-    """Letterbox BGR images to ``imgsz`` (the minimum stride-multiple rectangle when ``auto``), as an RGB float batch."""
+    """Letterbox BGR images to ``imgsz`` (the minimum stride-multiple rectangle when ``auto``); an RGB float batch."""
     from ultralytics.data.augment import LetterBox
 
     same = len({im.shape for im in images}) == 1
@@ -296,7 +299,8 @@ def run(
                     if mode == "image":
                         cv2.imwrite(str(save_dir / p.name), im0)
                     else:
-                        fps = dataset.fps[i] if isinstance(getattr(dataset, "fps", None), list) else getattr(dataset, "fps", 30)
+                        fps = getattr(dataset, "fps", 30)
+                        fps = fps[i] if isinstance(fps, list) else fps  # streams keep one rate per source
                         sink.write(i, save_dir / p.name, im0, fps)
                 log(f"{s}{'' if len(det) else '(no detections), '}{dt[1].dt * 1e3:.1f}ms")
     finally:
@@ -310,6 +314,8 @@ def run(
             cv2.destroyAllWindows()
 
     if seen == 0:
+        if not any(f.is_file() for f in save_dir.rglob("*")):
+            shutil.rmtree(save_dir, ignore_errors=True)  # leave no empty run folder behind
         raise ValueError(f"--source {source}: no image or video frame could be read (unreadable or empty files)")
     t = tuple(x.t / seen * 1e3 for x in dt)
     log(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
@@ -329,8 +335,10 @@ def run(
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=str, default="yolov5s.pt", help="model path: .pt, .torchscript, .onnx, openvino dir")
-    p.add_argument("--source", type=str, default=str(ROOT / "data" / "images"), help="file/dir/glob/URL/.txt/.streams, 0 for webcam")
+    p.add_argument("--weights", type=str, default="yolov5s.pt",
+                   help="model path: .pt, .torchscript, .onnx, *_openvino_model/")
+    p.add_argument("--source", type=str, default=str(ROOT / "data" / "images"),
+                   help="file/dir/glob/URL/.txt/.streams, 0 for webcam")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")

@@ -73,7 +73,7 @@ def log(msg: str) -> None:
 
 @contextlib.contextmanager
 def quiet_tracing():
-    """Silence torch's deprecation and tracer warnings for jit.trace/jit.load and the TorchScript-based ONNX exporter."""
+    """Silence torch's deprecation and tracer warnings (jit.trace/jit.load, the TorchScript-based ONNX exporter)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -166,7 +166,8 @@ def export_onnx(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict
 
 def export_openvino(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, dynamic: bool = False,
                     half: bool = False, int8: bool = False) -> Path:
-    """Convert to OpenVINO IR in ``<name>_openvino_model/`` (fp16-compressed weights with ``half``) + ``metadata.yaml``."""
+    """Convert to OpenVINO IR in ``<name>_openvino_model/`` (fp16-compressed weights with ``half``), with a
+    ``metadata.yaml`` beside the ``.xml``."""
     ov = require("OpenVINO", "openvino")
     if int8:
         raise ExportError("OpenVINO --int8 needs post-training quantization with calibration images (NNCF); "
@@ -183,20 +184,26 @@ def export_openvino(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: 
     return d
 
 
+def no_gpu_message() -> str:
+    """Why a TensorRT export cannot run here."""
+    why = "got --device cpu" if torch.cuda.is_available() else "no CUDA device is available here"
+    return f"TensorRT export (--include engine) needs a CUDA GPU and --device 0 ({why})"
+
+
 def export_engine(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, opset: int = 17,
                   dynamic: bool = False, half: bool = False, workspace_gb: int = 4) -> Path:
     """Build a TensorRT engine from the ONNX graph; the file starts with the metadata header ``AutoBackend`` reads
     (4-byte little-endian length, then JSON), followed by the serialized engine."""
     if im.device.type != "cuda":
-        raise ExportError("TensorRT export (--include engine) needs a CUDA GPU: pass --device 0 on a machine with one "
-                          f"({'no CUDA device is available here' if not torch.cuda.is_available() else 'got --device cpu'})")
+        raise ExportError(no_gpu_message())
     trt = require("TensorRT", "tensorrt")
     onnx_file = export_onnx(wrapper, im, file, metadata, opset, dynamic, simplify=True)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gb << 30)
-    explicit = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    trt10 = int(trt.__version__.split(".")[0]) >= 10
+    explicit = 0 if trt10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # the default from TRT 10
     network = builder.create_network(explicit)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_file)):
@@ -259,8 +266,7 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     formats = parse_include(include)
     device = next(model.parameters()).device
     if "engine" in formats and device.type != "cuda":
-        raise ExportError("TensorRT export (--include engine) needs a CUDA GPU and --device 0 "
-                          f"({'no CUDA device is available here' if not torch.cuda.is_available() else 'got --device cpu'})")
+        raise ExportError(no_gpu_message())
     for fmt in formats:
         for pkg in REQUIRES[fmt]:
             require(PRETTY[fmt], pkg)
@@ -268,6 +274,8 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
         raise ExportError("--half for torchscript/onnx needs a CUDA device (--device 0); on CPU, --half applies to "
                           "openvino only (fp16-compressed weights)")
     weights = Path(weights)
+    if not 1 <= len(imgsz) <= 2:
+        raise ExportError(f"--imgsz takes one size or two (height width), got {list(imgsz)}")
     imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
     gs = int(max(model.stride))
     if any(x % gs for x in imgsz):

@@ -22,7 +22,8 @@ if str(ROOT) not in sys.path:
 from utils import offline  # noqa: E402,F401
 
 # Defaults of a run with no arguments: the bundled demo data, small enough for a CPU.
-DEMO = {"data": "data/shapes.yaml", "cfg": "models/yolov5n.yaml", "imgsz": 256, "epochs": 12}
+DEMO = {"data": "data/shapes.yaml", "cfg": "models/yolov5n.yaml", "imgsz": 192, "epochs": 15, "optimizer": "AdamW",
+        "hyp": "data/hyps/hyp.shapes.yaml"}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +31,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch)")
     p.add_argument("--cfg", type=str, default="", help="model.yaml path (default: the demo model, or the weights' own)")
     p.add_argument("--data", type=str, default=DEMO["data"], help="dataset.yaml path")
-    p.add_argument("--hyp", type=str, default="data/hyps/hyp.scratch-low.yaml", help="hyperparameters path")
+    p.add_argument("--hyp", type=str, default=None,
+                   help=f"hyperparameters path (default data/hyps/hyp.scratch-low.yaml; {DEMO['hyp']} on the demo data)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default 300; {DEMO['epochs']} on the demo data)")
     p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs, -1 for autobatch")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
@@ -45,7 +47,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default=None,
+                   help=f"optimizer (default SGD; {DEMO['optimizer']} on the demo data)")
     p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
     p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
@@ -60,11 +63,20 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def is_demo(opt: argparse.Namespace) -> bool:
+    """The bundled shapes data gets a short CPU-sized schedule unless flags say otherwise."""
+    return Path(opt.data).name == Path(DEMO["data"]).name
+
+
+def hyp_path(opt: argparse.Namespace) -> str:
+    return opt.hyp or (DEMO["hyp"] if is_demo(opt) else "data/hyps/hyp.scratch-low.yaml")
+
+
 def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
     """Translate YOLOv5 flags into the engine's arguments."""
     from utils.engine import increment_dir, resolve_data
 
-    demo = Path(opt.data).name == Path(DEMO["data"]).name
+    demo = is_demo(opt)
     freeze = opt.freeze[0] if len(opt.freeze) == 1 else list(opt.freeze)
     return {
         "model": cfg,
@@ -81,7 +93,7 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
         "device": opt.device or None,
         "multi_scale": 0.5 if opt.multi_scale else 0.0,
         "single_cls": opt.single_cls,
-        "optimizer": opt.optimizer,
+        "optimizer": opt.optimizer or (DEMO["optimizer"] if demo else "SGD"),
         "workers": opt.workers,
         "cos_lr": opt.cos_lr,
         "patience": opt.patience,
@@ -103,11 +115,11 @@ def run(argv: list[str] | None = None, **kwargs):
         last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
         if not last.is_file():
             raise FileNotFoundError(f"--resume: checkpoint {last} not found")
-        trainer = YOLOv5Trainer(overrides={"resume": str(last), "model": str(last)}, hyp=load_hyp(opt.hyp))
+        trainer = YOLOv5Trainer(overrides={"resume": str(last), "model": str(last)}, hyp=load_hyp(hyp_path(opt)))
         trainer.train()
         return trainer
 
-    hyp = load_hyp(opt.hyp)
+    hyp = load_hyp(hyp_path(opt))
     hyp["label_smoothing"] = opt.label_smoothing
     if opt.cfg:
         cfg = str(resolve_cfg(opt.cfg))

@@ -190,8 +190,9 @@ class EMA(nn.Module):
         self.conv3x3 = nn.Conv2d(c, c, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, ch, h, w = x.shape
-        g, c = self.groups, ch // self.groups
+        b, _, h, w = x.shape
+        g, c = self.groups, self.gn.num_channels
+        ch = g * c  # from the module, not the input's shape, so that group counts stay constants when exported
         row_mean, col_mean = x.mean(3), x.mean(2)  # (b, C, h), (b, C, w)
         # 1x1 branch: the shared 1x1 conv is a (c, c) matrix applied to each group's H- and W-pooled descriptors
         pooled = torch.cat((row_mean, col_mean), 2).reshape(b, g, c, h + w)

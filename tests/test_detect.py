@@ -22,7 +22,11 @@ FPS, FRAMES = 12.0, 8
 
 
 def tiny_ema_model() -> Model:
-    """yolov5s-ema's topology at yolov5n width (fast), 3 classes, head biased so random weights give confident boxes."""
+    """yolov5s-ema's topology at yolov5n width (fast), 3 classes, with random weights that still give varied boxes.
+
+    BatchNorm statistics are set from one batch (so features do not fade through the random layers) and the head is
+    biased towards confident boxes.
+    """
     cfg = yaml.safe_load((ROOT / "models" / "yolov5s-ema.yaml").read_text())
     cfg.update(nc=3, width_multiple=0.25)
     torch.manual_seed(0)
@@ -30,8 +34,14 @@ def tiny_ema_model() -> Model:
     det = model.model[-1]
     for conv in det.m:
         b = conv.bias.data.view(det.na, -1)
-        b[:, 4] = 4.0  # objectness ~0.98
-        b[:, 5:] = torch.tensor([1.0, 0.0, -1.0])  # class scores ~0.73 / 0.5 / 0.27
+        b[:, 4] = 1.0
+        b[:, 5:] = torch.tensor([1.0, 0.0, -1.0])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0  # running statistics := the next batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
     model.names = dict(NAMES)
     return model.eval()
 
@@ -133,7 +143,8 @@ def test_increment_nosave_visualize_and_onnx_agree(assets):
 def test_stream_list_ends_cleanly(assets):
     streams = assets["dir"] / "cams.streams"  # a stream list whose only "camera" is a file that runs out
     streams.write_text(f"{assets['video']}\n")
-    save_dir = detect.run(weights=str(assets["weights"]), source=str(streams), imgsz=[128], project=assets["dir"] / "r3")
+    save_dir = detect.run(weights=str(assets["weights"]), source=str(streams), imgsz=[128],
+                          project=assets["dir"] / "r3")
     videos = list(save_dir.glob("*.mp4"))
     assert len(videos) == 1 and frames_and_fps(videos[0])[0] >= 1
 
@@ -164,6 +175,7 @@ def test_bad_inputs_give_clear_messages(assets, capsys, tmp_path):
 
     not_ckpt = tmp_path / "weights.pt"
     not_ckpt.write_text("definitely not a checkpoint")
-    err = _error(["--weights", str(not_ckpt), "--source", str(assets["src"])], capsys)
+    err = _error(["--weights", str(not_ckpt), "--source", str(assets["src"]), "--project", str(tmp_path / "runs")],
+                 capsys)
     assert str(not_ckpt) in err and "checkpoint" in err
-    assert not (tmp_path / "runs").exists()  # nothing was created for runs that could not start
+    assert not list((tmp_path / "runs").glob("exp*"))  # no run folder is left for runs that could not start

@@ -89,7 +89,7 @@ class StandInModule(nn.Module):
 
 
 class Opaque:
-    """Inert record of a pickled object whose class is not on the allow-list: holds its arguments and state, runs nothing."""
+    """Inert record of a pickled object whose class is not on the allow-list: keeps arguments and state, runs nothing."""
 
     original = "?"
 
@@ -161,8 +161,8 @@ def _rebuilders() -> dict[str, Any]:
 
 SAFE_GLOBALS: dict[str, Any] = {
     "collections.OrderedDict": collections.OrderedDict,
-    "builtins.object": object, "builtins.set": set, "builtins.frozenset": frozenset, "builtins.slice": slice, "builtins.complex": complex,
-    "builtins.bytearray": bytearray, "builtins.range": range,
+    "builtins.object": object, "builtins.set": set, "builtins.frozenset": frozenset, "builtins.slice": slice,
+    "builtins.complex": complex, "builtins.bytearray": bytearray, "builtins.range": range,
     "_codecs.encode": __import__("_codecs").encode,  # protocol-2 pickles of bytes
     "copyreg._reconstructor": __import__("copyreg")._reconstructor,  # object.__new__(cls) for an allowed cls
     "pathlib.Path": pathlib.PurePath, "pathlib.PosixPath": pathlib.PurePosixPath,
@@ -331,7 +331,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_model(ckpt: dict) -> Model:
-    """The model to use from a loaded checkpoint: the EMA weights when present (what training validates), else ``model``."""
+    """The model to use from a loaded checkpoint: the EMA weights when present (what training validates), else
+    ``model``."""
     return ckpt.get("ema") or ckpt["model"]
 
 
@@ -438,7 +439,8 @@ def _source(src: Any) -> tuple[nn.Module | None, dict[str, torch.Tensor], str]:
     raise CheckpointError(f"cannot transfer weights from {type(src).__name__}; {CHECKPOINT_HELP}")
 
 
-def transfer_weights(model: nn.Module, src: Any, exclude: tuple[str, ...] = (), verbose: bool = True) -> tuple[int, int]:
+def transfer_weights(model: nn.Module, src: Any, exclude: tuple[str, ...] = (),
+                     verbose: bool = True) -> tuple[int, int]:
     """Copy every tensor of ``src`` whose (layer-remapped) name and shape match into ``model``.
 
     ``src``: a ``.pt`` path (ours or official), a loaded checkpoint dict, a model or a state_dict. Layers are paired in

@@ -33,6 +33,7 @@ ENGINE_HYP_KEYS = (
     "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
     "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr",
     "mosaic", "mixup", "copy_paste",
+    "nbs",  # nominal batch size (YOLOv5 fixes it at 64); short recipes may lower it
 )
 # YOLOv5 loss hyperparameters: they go to our ComputeLoss through ``model.hyp``, never to the engine (where 'box',
 # 'cls' and 'cls_pw' exist with other meanings and scales).
@@ -140,11 +141,9 @@ class YOLOv5Trainer(DetectionTrainer):
 
     def __init__(self, cfg=None, overrides: dict | None = None, _callbacks=None, hyp: dict | None = None,
                  weights: str | None = None, autoanchor: bool = True, sync_bn: bool = False):
-        overrides = {**YOLOV5_ENGINE_DEFAULTS, **(overrides or {})}
         hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP)
         engine_hyp, self.loss_hyp = split_hyp(hyp)
-        for k, v in engine_hyp.items():
-            overrides.setdefault(k, v)
+        overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **(overrides or {})}
         kwargs = {"overrides": overrides, "_callbacks": _callbacks}
         if cfg is not None:
             kwargs["cfg"] = cfg
