@@ -127,7 +127,7 @@ def build_model(cfg: str | Path | dict, nc: int, hyp: dict[str, float], imgsz: i
     if weights:
         from utils.checkpoint import transfer_weights
 
-        transfer_weights(model, weights)
+        transfer_weights(model, weights, exclude=("anchors",))  # the YAML's anchors win, as in YOLOv5 with --cfg
     model.hyp = scale_hyp_for_model(hyp, nl=model.model[-1].nl, nc=nc, imgsz=imgsz)
     return model
 
