@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks.py                                   # every Table 2 model: CPU, 640x640, batch 1, PyTorch fp32
-    python benchmarks.py --models s                        # one group: s (yolov5s + attention) or x-p2, or names/YAMLs/.pt
+    python benchmarks.py --models s                        # a group (s or x-p2), or names, YAMLs, .pt weights
     python benchmarks.py --models yolov5s-ema --train      # + training step (forward + backward, batch 8, 320)
     python benchmarks.py --models s --formats onnx,openvino  # + ONNX Runtime / OpenVINO latency (needs export.py)
     python benchmarks.py --map runs/train/exp/weights/best.pt --data coco.yaml   # + measured mAP next to the paper's
@@ -126,7 +126,7 @@ def baseline_name(name: str) -> str:
 
 def _weights_name(path: Path) -> str:
     """A checkpoint's row name: the stem of the YAML it was built from if the checkpoint says, else the file stem."""
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # only a name: any unreadable checkpoint fails clearly when it is loaded
         from utils.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
@@ -307,7 +307,7 @@ def synthetic_targets(batch_size: int, nc: int, per_image: int = 4) -> torch.Ten
 
 def train_step(model: nn.Module, batch_size: int, imgsz: int, device: torch.device,
                amp: bool = False) -> Callable[[], None]:
-    """One training step without the optimizer: forward in train mode (fp16 autocast with ``amp``), YOLOv5 loss, backward."""
+    """One training step without the optimizer: forward in train mode (autocast fp16 with ``amp``), loss, backward."""
     model = model.to(device).train()
     criterion = model.init_criterion()
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=device)
@@ -355,7 +355,7 @@ def _require_script(name: str, what: str) -> None:
 
 def export_calls(model: nn.Module, name: str, formats: list[str], im: torch.Tensor, save_dir: Path,
                  threads: int) -> dict[str, Callable[[], Any]]:
-    """Export ``model`` to each format with export.py and return a call running it on ``im`` (ONNX Runtime / OpenVINO, fp32)."""
+    """Export ``model`` with export.py; return per format a call running it on ``im`` (ONNX Runtime, OpenVINO fp32)."""
     _require_script("export", "--formats")
     from export import export_model
 
@@ -376,7 +376,8 @@ def export_calls(model: nn.Module, name: str, formats: list[str], im: torch.Tens
         else:
             import openvino as ov
 
-            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+                      "PERFORMANCE_HINT": "LATENCY"}
             compiled = ov.Core().compile_model(str(next(f.glob("*.xml"))), "CPU", config)
             calls[fmt] = lambda compiled=compiled: compiled(x)
     return calls
@@ -427,7 +428,7 @@ def columns_for(rows: list[dict], formats: list[str]) -> list[Column]:
     for c in cols:
         if c.key in optional and c.key not in present:
             continue
-        if c.key.startswith("paper_map") and c.key[6:] not in present:
+        if c.key.startswith("paper_map") and c.key.removeprefix("paper_") not in present:
             continue  # paper mAP only next to a measured one
         keep.append(c)
     return keep
@@ -480,7 +481,7 @@ def add_paper(row: dict, imgsz: int = 640) -> dict:
 
 
 def machine() -> str:
-    """CPU model name (or GPU name), as lscpu shows it."""
+    """The CPU's model name, as lscpu shows it."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -508,7 +509,8 @@ def plot(rows: list[dict], path: Path) -> Path:
             pts = [r for r in rows if r["baseline"] == g and r.get(key) is not None]
             ax.scatter([r[key] for r in pts], [r["latency_ms"] for r in pts], color=f"C{i}", label=g)
             for r in pts:
-                ax.annotate(r["model"], (r[key], r["latency_ms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(r["model"], (r[key], r["latency_ms"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
         ax.set_xlabel(label)
         ax.set_ylabel("latency (ms)")
         ax.grid(alpha=0.3)
@@ -539,7 +541,8 @@ def save_dir_for(project: str | Path, name: str, exist_ok: bool = False) -> Path
     return increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
 
 
-def measure_rows(specs: list[Spec], imgsz: int, batch_size: int, device: torch.device, half: bool) -> tuple[list[dict], dict[str, nn.Module]]:
+def measure_rows(specs: list[Spec], imgsz: int, device: torch.device,
+                 half: bool) -> tuple[list[dict], dict[str, nn.Module]]:
     """Build every model, count parameters and GFLOPs (unfused, as built), fuse it for inference."""
     rows, fused = [], {}
     for s in specs:
@@ -547,7 +550,7 @@ def measure_rows(specs: list[Spec], imgsz: int, batch_size: int, device: torch.d
         model = build_model(s)
         params = sum(p.numel() for p in model.parameters())
         gflops = count_flops(model, imgsz)
-        m = deepcopy(model).fuse(verbose=False).to(device).eval()
+        m = model.fuse(verbose=False).to(device).eval()
         fused[s.name] = m.half() if half else m
         rows.append(add_paper({"model": s.name, "baseline": baseline_name(s.name), "source": str(s.source),
                                "params": params, "params_m": params / 1e6, "gflops": gflops}, imgsz))
@@ -598,7 +601,7 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
         train_batch_size: int = 8, train_imgsz: int = 320, map_weights: Iterable[str] | None = None,
         data: str = "data/shapes.yaml", plots: bool = False, project: str | Path = ROOT / "runs" / "benchmarks",
         name: str = "exp", exist_ok: bool = False, memory: bool = True) -> list[dict]:
-    """Benchmark ``models``; print the Markdown table, write CSV/Markdown (and PNG) under ``project/name``; return the rows."""
+    """Benchmark ``models``: print the Markdown table, write CSV/Markdown (and PNG) to ``project/name``, return rows."""
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
@@ -613,7 +616,7 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
     log(f"benchmarks: {len(specs)} models, {imgsz}x{imgsz} batch {batch_size}, {dev} {'fp16' if half else 'fp32'}, "
         f"{torch.get_num_threads()} threads, {clock} clock -> {save_dir}")
 
-    rows, fused = measure_rows(specs, imgsz, batch_size, dev, half)
+    rows, fused = measure_rows(specs, imgsz, dev, half)
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev, dtype=torch.float16 if half else torch.float32)
     measure_latency(rows, fused, im, fmts, timing, save_dir, memory)
     del fused
@@ -630,8 +633,8 @@ def measure_latency(rows: list[dict], fused: dict[str, nn.Module], im: torch.Ten
     """Latency of every row in PyTorch (and each exported format), interleaved; then peak memory of one forward."""
     calls = {f"{n}|pytorch": inference_call(m, im) for n, m in fused.items()}
     for n, m in fused.items():
-        for fmt, call in (export_calls(m, n, formats, im, save_dir, torch.get_num_threads()) if formats else {}).items():
-            calls[f"{n}|{fmt}"] = call
+        exported = export_calls(m, n, formats, im, save_dir, torch.get_num_threads()) if formats else {}
+        calls |= {f"{n}|{fmt}": call for fmt, call in exported.items()}
     times = timing(calls, {k: baseline_name(k.split("|")[0]) for k in calls}, "latency")
     for r in rows:
         ts = times[f"{r['model']}|pytorch"]
@@ -737,7 +740,7 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
                 repeats: int | None = None, warmup: int = 2, budget: float = 60.0, clock: str = "wall",
                 project: str | Path = ROOT / "runs" / "benchmarks", name: str = "modules",
                 exist_ok: bool = False, families: Iterable[str] = tuple(MODULE_SITES)) -> list[dict]:
-    """Time each attention module alone at its Table 2 shapes, interleaved with its reference formula where it has one."""
+    """Time each attention module alone at its Table 2 shapes, interleaved with its reference formula if it has one."""
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)

@@ -167,17 +167,15 @@ class EMA(nn.Module):
     branch are combined by cross-spatial learning into one per-pixel gate for each group.
 
     ``forward`` is an exact rewrite of the paper's formulation (kept as ``ema_reference`` in
-    ``models/attention_reference.py``; the tests assert they agree) that never materialises the 3x3 branch:
+    ``models/attention_reference.py``; the tests assert they agree) that never runs the dense 3x3 conv:
 
     * the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its
-      softmax descriptor is ``softmax(gn.bias)``, the same for every group and image;
+      softmax descriptor ``d1`` is ``softmax(gn.bias)``, the same for every group and image;
     * the 3x3 branch ``x2`` enters only through (a) its channel means, which are the kernel applied to the
-      per-tap window means of the input (``_window_means_3x3``), and (b) its channel sum weighted by that
-      descriptor, which is one depthwise 3x3 convolution with the correspondingly combined kernel, summed
-      over each group's channels.
+      per-tap window means of the input (``_window_means_3x3``), and (b) its ``d1``-weighted channel sum,
+      which is one depthwise 3x3 conv with the ``d1``-combined kernel, summed over each group's channels.
 
-    The work is then a few passes over the input on the ``(b, C, h, w)`` layout instead of a dense
-    ``c x c`` 3x3 convolution on ``(b * groups, c, h, w)``.
+    So the 3x3 branch costs 9 multiply-adds per input value instead of ``9 * C / factor``.
     """
 
     def __init__(self, c1: int, factor: int = 32):
@@ -192,14 +190,12 @@ class EMA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         g, c = self.groups, self.gn.num_channels
-        ch = g * c  # from the module, not the input's shape, so that group counts stay constants when exported
+        ch = g * c  # from the module, not the input's shape, so that the conv's group count exports as a constant
         row_mean, col_mean = x.mean(3), x.mean(2)  # (b, C, h), (b, C, w)
-        # 1x1 branch: the shared 1x1 conv is a (c, c) matrix applied to each group's H- and W-pooled descriptors
-        pooled = torch.cat((row_mean, col_mean), 2).reshape(b, g, c, h + w)
-        gates = (self.conv1x1.weight.view(c, c) @ pooled + self.conv1x1.bias.view(c, 1)).sigmoid()
-        gate_h, gate_w = gates.reshape(b, ch, h + w).split((h, w), 2)
-        x1 = F.group_norm(x * gate_h.unsqueeze(3) * gate_w.unsqueeze(2), ch,
-                          self.gn.weight.repeat(g), self.gn.bias.repeat(g), self.gn.eps)
+        # 1x1 branch: one shared 1x1 conv over each group's H- and W-pooled descriptors, gates along H and W
+        pooled = torch.cat((row_mean, col_mean), 2).reshape(b * g, c, h + w, 1)
+        gate_h, gate_w = self.conv1x1(pooled).sigmoid().reshape(b, ch, h + w).split((h, w), 2)
+        x1 = self.gn((x * gate_h.unsqueeze(3) * gate_w.unsqueeze(2)).reshape(b * g, c, h, w))
         # cross-spatial learning: weights = d1 @ x2 + d2 @ x1 per group
         w3, b3 = self.conv3x3.weight.reshape(c, c * 9), self.conv3x3.bias
         d1 = self.gn.bias.softmax(0)  # softmax of x1's channel means
@@ -210,6 +206,25 @@ class EMA(nn.Module):
         d2_x1 = (d2.reshape(b * g, 1, c) @ x1.reshape(b * g, c, h * w)).reshape(b, g, h * w)
         weights = (d1_x2 + d2_x1).sigmoid()
         return (x.reshape(b, g, c, h * w) * weights.unsqueeze(2)).reshape(b, ch, h, w)
+
+
+def count_ema_ops(m: EMA, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+    """``thop`` rule for ``EMA``: the multiply-adds its ``forward`` executes (thop cannot see functional convs).
+
+    Counted like thop counts the modules of the reference formulation: the 1x1 conv on the pooled descriptors and
+    the GroupNorm (2 ops per value, doubled for the affine), plus the depthwise 3x3 conv (9 per value) and the
+    ``d2``-weighted channel sum (1 per value) that replace the dense 3x3 conv. Pass it to ``thop.profile`` as
+    ``custom_ops=THOP_CUSTOM_OPS``.
+    """
+    x = inputs[0]
+    b, ch, h, w = x.shape
+    c = m.gn.num_channels
+    conv1x1 = b * ch * (h + w) * c
+    m.total_ops += torch.DoubleTensor([conv1x1 + (4 + 9 + 1) * x.numel()])
+
+
+# thop rules for modules whose forward uses functional ops (count_flops passes these to thop.profile)
+THOP_CUSTOM_OPS: dict[type[nn.Module], object] = {EMA: count_ema_ops}
 
 
 class CA(nn.Module):

@@ -100,7 +100,8 @@ def test_columns_follow_the_data():
     rows[0].update(map50=50.0, map50_95=30.0, train_step_ms=5.0, train_img_s=1.0, rel_train=1.0, onnx_ms=5.0,
                    onnx_speedup=2.0)
     keys = [c.key for c in bm.columns_for(rows, ["onnx"])]
-    for k in ("map50", "paper_map50", "map50_95", "paper_map50_95", "train_img_s", "rel_train", "onnx_ms", "onnx_speedup"):
+    for k in ("map50", "paper_map50", "map50_95", "paper_map50_95", "train_img_s", "rel_train", "onnx_ms",
+              "onnx_speedup"):
         assert k in keys
     table = bm.markdown_table(rows, bm.columns_for(rows, ["onnx"]))
     assert table.splitlines()[2].startswith("| yolov5s | 7.20 | 7.23 |")
