@@ -208,3 +208,18 @@ def test_data_yaml_found_by_name():
 
     assert resolve_data("VisDrone.yaml") == str(ROOT / "data" / "VisDrone.yaml")
     assert resolve_data("coco.yaml") == str(ROOT / "data" / "coco.yaml")
+
+
+def test_empty_dataset_fails_before_training(tmp_path, capsys):
+    root = tmp_path / "empty"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    data = tmp_path / "empty.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": ["a"]}))
+    with pytest.raises(SystemExit) as e:
+        train.main(FAST + ["--data", str(data), "--epochs", "1", "--project", str(tmp_path / "runs")])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "ERROR:" in err and "images" in err.lower() and str(root) in err
+    assert not list((tmp_path / "runs").glob("*/weights/last.pt"))

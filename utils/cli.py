@@ -27,10 +27,20 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
     except USER_ERRORS as e:
         if os.environ.get("YOLOV5A_TRACEBACK"):
             raise
-        print(f"ERROR: {e}", file=sys.stderr)
+        print(f"ERROR: {describe(e)}", file=sys.stderr)
         raise SystemExit(exit_code) from None
     except RuntimeError as e:  # the engine wraps dataset problems as RuntimeError("Dataset '...' error ❌ ...")
         if os.environ.get("YOLOV5A_TRACEBACK") or "Dataset" not in str(e):
             raise
-        print(f"ERROR: {e}", file=sys.stderr)
+        print(f"ERROR: {describe(e)}", file=sys.stderr)
         raise SystemExit(exit_code) from None
+
+
+def describe(e: BaseException) -> str:
+    """The error's message, followed by its cause's when the engine wrapped one, without terminal colour codes."""
+    import re
+
+    parts = [str(e)]
+    if e.__cause__ is not None and str(e.__cause__) not in parts[0]:
+        parts.append(f"({e.__cause__})")
+    return re.sub(r"\x1b\[[0-9;]*m", "", " ".join(parts))
