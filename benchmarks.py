@@ -17,6 +17,11 @@ Markdown and to ``runs/benchmarks/exp*/`` as ``benchmarks.csv`` and ``benchmarks
 
 Peak memory: bytes of tensors alive at the peak of one forward pass beyond those alive before it (so activations
 and workspaces; weights excluded), from PyTorch's allocator events on CPU or ``max_memory_allocated`` on CUDA.
+
+Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory (``mallopt``: no trimming, 32 MiB
+mmap threshold). With glibc's defaults every large tensor is paged in afresh by the kernel, which on CPU costs more
+than some of the layers themselves (about 20% of a yolov5s forward on the machine of the README's table) and
+penalises every extra layer; ``--stock-malloc`` measures with the defaults.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
 import importlib.util
 import math
 import platform
@@ -100,6 +106,35 @@ class BenchmarkError(ValueError):
 
 def log(msg: str = "") -> None:
     print(msg, flush=True)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of returning it to the OS; True if applied.
+
+    Sets ``M_TRIM_THRESHOLD`` to 1 GiB, ``M_TOP_PAD`` to 256 MiB and ``M_MMAP_THRESHOLD`` to 32 MiB (its maximum), so
+    tensors reuse already-mapped pages instead of page-faulting fresh ones on every allocation. No effect elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    settings = ((m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20), (m_mmap_threshold, 32 << 20))
+    return all(mallopt(k, v) == 1 for k, v in settings)
+
+
+_MALLOC = {"tuned": False}  # whether this process already called keep_freed_memory() successfully
+
+
+def configure_malloc(stock: bool) -> str:
+    """Apply ``keep_freed_memory()`` unless ``stock``; return how the allocator is set, for the table's header."""
+    if not stock and not _MALLOC["tuned"]:
+        _MALLOC["tuned"] = keep_freed_memory()
+    if stock and _MALLOC["tuned"]:
+        log("benchmarks: warning: malloc was already tuned in this process; --stock-malloc needs a fresh process")
+    return "malloc keeps freed memory" if _MALLOC["tuned"] else "stock malloc"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,6 +279,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], groups: dict[str, str] | None
         estimates = {k: _timed(fn, sync, tick) for k, fn in fns.items()}
     mult = multiplicities(estimates, groups)
     if repeats is None:
+        if sum(mult[k] * t for k, t in estimates.items()) * MIN_ROUNDS > budget_s:
+            mult = {k: 1 for k in fns}  # the budget does not allow extra runs of the faster groups
         round_cost = sum(mult[k] * t for k, t in estimates.items())
         repeats = max(MIN_ROUNDS, min(MAX_ROUNDS, int(budget_s / max(round_cost, 1e-9))))
     log(f"benchmarks: {label}: {repeats} rounds of {sum(mult.values())} runs (up to {max(mult.values())} per function)")
@@ -489,9 +526,10 @@ def machine() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(device: torch.device) -> str:
+def describe(device: torch.device, malloc: str = "stock malloc") -> str:
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else machine()
-    return f"{date.today().isoformat()} · {hw} · torch {torch.__version__} · {torch.get_num_threads()} CPU threads"
+    threads = torch.get_num_threads()
+    return f"{date.today().isoformat()} · {hw} · torch {torch.__version__} · {threads} CPU threads · {malloc}"
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -538,7 +576,7 @@ def select_device(device: str) -> torch.device:
 def save_dir_for(project: str | Path, name: str, exist_ok: bool = False) -> Path:
     from ultralytics.utils.files import increment_path
 
-    return increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
+    return increment_path(Path(project) / name, exist_ok=exist_ok, sep="", mkdir=True)  # exp, exp2, ... as YOLOv5
 
 
 def measure_rows(specs: list[Spec], imgsz: int, device: torch.device,
@@ -600,10 +638,11 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
         budget: float = 150.0, clock: str = "wall", formats: str | Iterable[str] | None = None, train: bool = False,
         train_batch_size: int = 8, train_imgsz: int = 320, map_weights: Iterable[str] | None = None,
         data: str = "data/shapes.yaml", plots: bool = False, project: str | Path = ROOT / "runs" / "benchmarks",
-        name: str = "exp", exist_ok: bool = False, memory: bool = True) -> list[dict]:
+        name: str = "exp", exist_ok: bool = False, memory: bool = True, stock_malloc: bool = False) -> list[dict]:
     """Benchmark ``models``: print the Markdown table, write CSV/Markdown (and PNG) to ``project/name``, return rows."""
     if threads:
         torch.set_num_threads(threads)
+    malloc = configure_malloc(stock_malloc)
     dev = select_device(device)
     fmts = parse_formats(formats)
     map_weights = [str(w) for w in (map_weights or [])]
@@ -625,7 +664,7 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
     for r, s in zip(rows, specs):
         if s.weights and map_weights:
             r["map50"], r["map50_95"] = measure_map(s.source, data, imgsz, device)
-    return report(rows, fmts, save_dir, dev, imgsz, batch_size, clock, plots)
+    return report(rows, fmts, save_dir, f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}", clock, plots)
 
 
 def measure_latency(rows: list[dict], fused: dict[str, nn.Module], im: torch.Tensor, formats: list[str],
@@ -658,11 +697,11 @@ def measure_training(rows: list[dict], specs: list[Spec], batch_size: int, imgsz
     add_relative(rows, "train_step_ms", "rel_train")
 
 
-def report(rows: list[dict], fmts: list[str], save_dir: Path, device: torch.device, imgsz: int, batch_size: int,
-           clock: str = "wall", plots: bool = False) -> list[dict]:
+def report(rows: list[dict], fmts: list[str], save_dir: Path, setup: str, clock: str = "wall",
+           plots: bool = False) -> list[dict]:
     what = "CPU time" if clock == "cpu" else "latency"
-    header = (f"Benchmarks {describe(device)} · {imgsz}x{imgsz} batch {batch_size} · {what} = median of interleaved "
-              "runs of the fused model; × base = ratio to the group's baseline")
+    header = (f"Benchmarks {setup} · {what} = median of interleaved runs of the fused model; × base = ratio to the "
+              "group's baseline")
     table = markdown_table(rows, columns_for(rows, fmts))
     log(f"\n{header}\n\n{table}\n")
     (save_dir / "benchmarks.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
@@ -739,10 +778,12 @@ def time_modules_at(names: list[str], shape: tuple[int, int, int, int], device: 
 def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", threads: int | None = None,
                 repeats: int | None = None, warmup: int = 2, budget: float = 60.0, clock: str = "wall",
                 project: str | Path = ROOT / "runs" / "benchmarks", name: str = "modules",
-                exist_ok: bool = False, families: Iterable[str] = tuple(MODULE_SITES)) -> list[dict]:
+                exist_ok: bool = False, families: Iterable[str] = tuple(MODULE_SITES),
+                stock_malloc: bool = False) -> list[dict]:
     """Time each attention module alone at its Table 2 shapes, interleaved with its reference formula if it has one."""
     if threads:
         torch.set_num_threads(threads)
+    malloc = configure_malloc(stock_malloc)
     dev = select_device(device)
     check_options(dev, False, clock, {}, [], [])
     save_dir = save_dir_for(project, name, exist_ok)
@@ -762,8 +803,8 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
                            fwd_bwd_speedup=row["ref_fwd_bwd_ms"] / row["fwd_bwd_ms"])
             rows.append(row)
     what = "CPU time" if clock == "cpu" else "latency"
-    header = (f"Attention modules {describe(dev)} · shapes at {imgsz}x{imgsz} · {what} medians of interleaved runs; "
-              "reference = the straightforward formula (models/attention_reference.py) of an optimised module")
+    header = (f"Attention modules {describe(dev, malloc)} · shapes at {imgsz}x{imgsz} · {what}: medians of "
+              "interleaved runs; reference = the straightforward formula (models/attention_reference.py)")
     table = markdown_table(rows, MODULE_COLUMNS)
     log(f"\n{header}\n\n{table}\n")
     (save_dir / "modules.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
@@ -793,6 +834,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                    help="wall: elapsed time; cpu: process CPU time, with --threads 1 the latency without the time "
                         "other processes on a shared machine take")
+    p.add_argument("--stock-malloc", action="store_true",
+                   help="keep glibc's default allocator settings (default: keep freed memory, see above)")
     p.add_argument("--formats", default=None, help="also time exports: onnx,openvino (ONNX Runtime / OpenVINO, fp32)")
     p.add_argument("--train", action="store_true", help="also time a training step (forward + loss + backward)")
     p.add_argument("--train-batch-size", type=int, default=8, help="batch size of the --train step")
@@ -811,7 +854,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(sys.argv[1:] if argv is None else argv)
     common = dict(imgsz=opt.imgsz, batch_size=opt.batch_size, device=opt.device, threads=opt.threads,
-                  repeats=opt.repeats, warmup=opt.warmup, clock=opt.clock, project=opt.project, exist_ok=opt.exist_ok)
+                  repeats=opt.repeats, warmup=opt.warmup, clock=opt.clock, project=opt.project, exist_ok=opt.exist_ok,
+                  stock_malloc=opt.stock_malloc)
     try:
         if opt.modules:
             run_modules(budget=opt.budget or 60.0, name=opt.name or "modules", **common)

@@ -5,8 +5,12 @@ Usage:
     python export.py --weights yolov5s-ema.pt --include torchscript onnx openvino --imgsz 640 --simplify
     python export.py --weights best.pt --include onnx --dynamic --batch-size 4     # dynamic batch/height/width
     python export.py --weights best.pt --include engine --device 0 --half           # TensorRT, needs a GPU
+    python export.py --weights best.pt --include openvino onnx --int8 --data data/shapes.yaml   # INT8, calibrated
 
-Outputs lie next to the weights: ``best.torchscript``, ``best.onnx``, ``best_openvino_model/``, ``best.engine``.
+Outputs lie next to the weights: ``best.torchscript``, ``best.onnx``, ``best_openvino_model/``, ``best.engine``; with
+``--int8`` ``best_int8_openvino_model/`` (NNCF post-training quantization) and ``best_int8.onnx`` (ONNX Runtime static
+QDQ quantization), calibrated on ``--calib-images`` images of the ``--data`` YAML's train split, letterboxed like
+inference. The head's decode tail (sigmoid, grid/anchor arithmetic, concat) stays in float.
 Each carries the class names, stride, image size and batch as metadata (read back by ``detect.py``/``val.py`` and
 Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores) and is
 checked against PyTorch right after export (max abs diff printed).
@@ -43,6 +47,7 @@ AUTHOR = "yolov5-attention"
 ALIASES = {"torchscript": "torchscript", "ts": "torchscript", "onnx": "onnx", "openvino": "openvino",
            "engine": "engine", "tensorrt": "engine", "trt": "engine"}
 SUFFIX = {"torchscript": ".torchscript", "onnx": ".onnx", "openvino": "_openvino_model", "engine": ".engine"}
+INT8_FORMATS = ("openvino", "onnx")  # --int8: OpenVINO through NNCF, ONNX through ONNX Runtime's static quantizer
 REQUIRES = {"torchscript": (), "onnx": ("onnx",), "openvino": ("openvino",), "engine": ("tensorrt", "onnx")}
 
 
@@ -165,23 +170,45 @@ def export_onnx(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict
 
 
 def export_openvino(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, dynamic: bool = False,
-                    half: bool = False, int8: bool = False) -> Path:
+                    half: bool = False, calibration: list | None = None) -> Path:
     """Convert to OpenVINO IR in ``<name>_openvino_model/`` (fp16-compressed weights with ``half``), with a
-    ``metadata.yaml`` beside the ``.xml``."""
+    ``metadata.yaml`` beside the ``.xml``. With ``calibration`` (a list of input arrays) the model is quantized to INT8
+    with NNCF and saved in ``<name>_int8_openvino_model/``."""
     ov = require("OpenVINO", "openvino")
-    if int8:
-        raise ExportError("OpenVINO --int8 needs post-training quantization with calibration images (NNCF); "
-                          "it is not part of export.py yet, export without --int8")
-    d = file.parent / f"{file.stem}_openvino_model"
-    d.mkdir(parents=True, exist_ok=True)
+    d = file.parent / f"{file.stem}{'_int8' if calibration else ''}_openvino_model"
     shape = [-1, 3, -1, -1] if dynamic else list(im.shape)
     ov_model = ov.convert_model(wrapper, input=[ov.PartialShape(shape)], example_input=im)
     ov_model.inputs[0].get_tensor().set_names({"images"})
     ov_model.outputs[0].get_tensor().set_names({"output0"})
+    if calibration:
+        nncf = require("OpenVINO --int8", "nncf")
+        from utils.quantize import quantize_openvino
+
+        log(f"OpenVINO: INT8 post-training quantization with NNCF {nncf.__version__} on {len(calibration)} "
+            f"calibration batches...")
+        ov_model = quantize_openvino(ov_model, calibration)
+    d.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov_model, str(d / f"{file.stem}.xml"), compress_to_fp16=half)
     with open(d / "metadata.yaml", "w", encoding="utf-8") as fh:
         yaml.safe_dump(metadata, fh, sort_keys=False, allow_unicode=True)
     return d
+
+
+def export_onnx_int8(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict, calibration: list,
+                     opset: int = 17, dynamic: bool = False, simplify: bool = False) -> Path:
+    """ONNX Runtime static INT8 quantization (QDQ) of the ONNX export, saved as ``<name>_int8.onnx``."""
+    import tempfile
+
+    ort = require("ONNX --int8", "onnxruntime")
+    from utils.quantize import quantize_onnx
+
+    f = file.parent / f"{file.stem}_int8.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(wrapper, im, Path(tmp) / file.name, metadata, opset, dynamic, simplify)
+        log(f"ONNX: INT8 static quantization (QDQ) with onnxruntime {ort.__version__} on {len(calibration)} "
+            f"calibration batches...")
+        quantize_onnx(fp32, f, calibration)
+    return f
 
 
 def no_gpu_message() -> str:
@@ -237,6 +264,14 @@ def export_engine(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: di
 def verify(path: Path, reference: torch.Tensor, im: torch.Tensor) -> float:
     """Run the export (for OpenVINO: its IR at fp32 precision; otherwise through ``AutoBackend``, as ``detect.py`` and
     ``val.py`` load it) and return max |export - PyTorch| on the output tensor."""
+    y = export_output(path, im).to(reference.device, torch.float32)
+    if y.shape != reference.shape:
+        raise ExportError(f"{path}: output shape {tuple(y.shape)} differs from PyTorch {tuple(reference.shape)}")
+    return float((y - reference.float()).abs().max())
+
+
+def export_output(path: Path, im: torch.Tensor) -> torch.Tensor:
+    """The output tensor of an export on ``im`` (OpenVINO at fp32 inference precision, others through AutoBackend)."""
     if path.is_dir() and path.name.endswith("_openvino_model"):
         import openvino as ov
 
@@ -249,21 +284,31 @@ def verify(path: Path, reference: torch.Tensor, im: torch.Tensor) -> float:
         backend = load_backend(path, device=im.device, half=im.dtype == torch.float16)
         y = backend(im)
         y = y[0] if isinstance(y, (list, tuple)) else y
-    y = torch.as_tensor(y).to(reference.device, torch.float32)
-    if y.shape != reference.shape:
-        raise ExportError(f"{path}: output shape {tuple(y.shape)} differs from PyTorch {tuple(reference.shape)}")
-    return float((y - reference.float()).abs().max())
+    return torch.as_tensor(y)
 
 
 def export_model(model: nn.Module, weights: str | Path, include: list[str] | tuple[str, ...] = ("onnx",),
                  imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, dynamic: bool = False,
                  simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
-                 check: bool = True) -> dict[str, dict]:
+                 check: bool = True, data: str | Path = "data/shapes.yaml", calib_images: int = 300) -> dict[str, dict]:
     """Export an in-memory model (our ``Model`` in eval mode, any device) as if it had been loaded from ``weights``.
 
-    Returns ``{format: {"file": Path, "seconds": float, "max_abs_diff": float | None}}``.
+    With ``int8``, ``openvino`` and ``onnx`` are quantized after export, calibrated on ``calib_images`` images of
+    ``data``'s train split; the check then runs on a calibration image and also reports ``agreement`` (class-score
+    correlation, box error of confident detections; see ``utils.quantize.agreement``).
+
+    Returns ``{format: {"file": Path, "seconds": float, "max_abs_diff": float | None}}`` (+ ``"agreement"`` for int8).
     """
     formats = parse_include(include)
+    if int8:
+        others = [PRETTY[f] for f in formats if f not in INT8_FORMATS]
+        if others:
+            raise ExportError(f"--int8 quantizes openvino (NNCF) and onnx (ONNX Runtime) exports, not "
+                              f"{', '.join(others)}; export those in a separate run without --int8")
+        if "openvino" in formats:
+            require("OpenVINO --int8", "nncf")
+        if calib_images < 1:
+            raise ExportError(f"--calib-images {calib_images}: INT8 calibration needs at least one image")
     device = next(model.parameters()).device
     if "engine" in formats and device.type != "cuda":
         raise ExportError(no_gpu_message())
@@ -287,6 +332,10 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     if gpu_half:
         model = model.half()
     wrapper = DetectOutput(model).eval()
+
+    def cpu_wrapper() -> nn.Module:
+        return wrapper if device.type == "cpu" else DetectOutput(deepcopy(model).float().cpu()).eval()
+
     im = torch.zeros(batch_size, 3, *imgsz, device=device, dtype=torch.float16 if gpu_half else torch.float32)
     with torch.no_grad():
         for _ in range(2):
@@ -297,6 +346,13 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
 
     results: dict[str, dict] = {}
     check_im = torch.rand_like(im)
+    calibration = None
+    if int8:
+        from utils.quantize import calibration_images
+
+        calibration = calibration_images(data, imgsz, calib_images, gs, batch_size)
+        log(f"\nINT8: {len(calibration) * batch_size} calibration images from {data}, letterboxed to {imgsz}")
+        check_im = torch.from_numpy(calibration[0]).to(im)  # a real image: random noise says little about INT8
     with torch.no_grad():
         reference = wrapper(check_im).float()
     for fmt in formats:
@@ -305,21 +361,31 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
         with torch.no_grad(), quiet_tracing():
             if fmt == "torchscript":
                 f = export_torchscript(wrapper, im, weights, metadata)
+            elif fmt == "onnx" and int8:
+                f = export_onnx_int8(cpu_wrapper(), im.float().cpu(), weights, metadata, calibration, opset, dynamic,
+                                     simplify)
             elif fmt == "onnx":
                 f = export_onnx(wrapper, im, weights, metadata, opset, dynamic, simplify)
             elif fmt == "openvino":
-                cpu_wrapper = wrapper if device.type == "cpu" else DetectOutput(deepcopy(model).float().cpu()).eval()
-                f = export_openvino(cpu_wrapper, im.float().cpu(), weights, metadata, dynamic, half, int8)
+                f = export_openvino(cpu_wrapper(), im.float().cpu(), weights, metadata, dynamic, half, calibration)
             else:
                 f = export_engine(wrapper, im, weights, metadata, opset, dynamic, half)
         dt = time.perf_counter() - t
-        diff = None
-        if check:
-            v_im, v_ref = (check_im.float().cpu(), reference.cpu()) if fmt == "openvino" else (check_im, reference)
-            with quiet_tracing():
-                diff = verify(f, v_ref, v_im)
+        diff, check_msg = None, ""
         results[fmt] = {"file": f, "seconds": dt, "max_abs_diff": diff}
-        check_msg = f", max abs diff vs PyTorch {diff:.2e}" if diff is not None else ""
+        if check:
+            cpu = fmt == "openvino" or int8
+            v_im, v_ref = (check_im.float().cpu(), reference.cpu()) if cpu else (check_im, reference)
+            with quiet_tracing():
+                diff = results[fmt]["max_abs_diff"] = verify(f, v_ref, v_im)
+            check_msg = f", max abs diff vs PyTorch {diff:.2e}"
+            if int8:
+                from utils.quantize import agreement
+
+                with quiet_tracing():
+                    a = results[fmt]["agreement"] = agreement(export_output(f, v_im).numpy(), v_ref.numpy())
+                check_msg += (f" (on a calibration image; class-score correlation {a['score_corr']:.4f}, box error "
+                              f"of {a['n_confident']} confident anchors {a['box_max_diff']:.2f}px)")
         log(f"{PRETTY[fmt]}: export success ✅ {dt:.1f}s, saved as {f} ({file_size(f):.1f} MB){check_msg}")
     if gpu_half:
         model.float()
@@ -329,7 +395,7 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
 def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...] = ("torchscript", "onnx"),
         imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, device: str = "cpu",
         half: bool = False, int8: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 17,
-        check: bool = True) -> dict[str, dict]:
+        check: bool = True, data: str | Path = "data/shapes.yaml", calib_images: int = 300) -> dict[str, dict]:
     """Load ``weights`` (a .pt checkpoint, ours or official), export to each format of ``include``, check each."""
     from ultralytics.utils.torch_utils import select_device
 
@@ -342,7 +408,8 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
         raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")
     dev = select_device(str(device), verbose=False)
     model = load_model(weights, device=dev, fuse=True)
-    results = export_model(model, weights, include, imgsz, batch_size, dynamic, simplify, opset, half, int8, check)
+    results = export_model(model, weights, include, imgsz, batch_size, dynamic, simplify, opset, half, int8, check,
+                           data, calib_images)
     files = [str(r["file"]) for r in results.values()]
     log(f"\nExport complete ({time.perf_counter() - t:.1f}s)\nResults saved to {weights.parent.resolve()}"
         + "".join(f"\nDetect:   python detect.py --weights {f}\nValidate: python val.py --weights {f}" for f in files))
@@ -356,7 +423,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--half", action="store_true", help="FP16 half-precision export (GPU for onnx/torchscript)")
-    p.add_argument("--int8", action="store_true", help="OpenVINO INT8 quantization (not available yet)")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 post-training quantization: openvino (NNCF) and onnx (ONNX Runtime static QDQ)")
+    p.add_argument("--data", type=str, default="data/shapes.yaml", help="--int8: dataset.yaml of the calibration images")
+    p.add_argument("--calib-images", type=int, default=300, help="--int8: number of calibration images")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch and image size")
     p.add_argument("--simplify", action="store_true", help="ONNX: slim the graph with onnxslim")
     p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
@@ -373,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     with user_errors():
         return run(weights=opt.weights, include=opt.include, imgsz=opt.imgsz, batch_size=opt.batch_size,
                    device=opt.device, half=opt.half, int8=opt.int8, dynamic=opt.dynamic, simplify=opt.simplify,
-                   opset=opt.opset, check=not opt.no_check)
+                   opset=opt.opset, check=not opt.no_check, data=opt.data, calib_images=opt.calib_images)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,24 @@ def test_columns_follow_the_data():
     assert table.splitlines()[2].startswith("| yolov5s | 7.20 | 7.23 |")
 
 
+def test_malloc_setting_is_reported(monkeypatch, capsys):
+    monkeypatch.setattr(bm, "_MALLOC", {"tuned": False})
+    monkeypatch.setattr(bm, "keep_freed_memory", lambda: True)
+    assert bm.configure_malloc(stock=True) == "stock malloc"
+    assert bm.configure_malloc(stock=False) == "malloc keeps freed memory"
+    assert bm.configure_malloc(stock=True) == "malloc keeps freed memory"  # cannot be undone in-process
+    assert "needs a fresh process" in capsys.readouterr().out
+    monkeypatch.setattr(bm, "_MALLOC", {"tuned": False})
+    monkeypatch.setattr(bm, "keep_freed_memory", lambda: False)  # not glibc
+    assert bm.configure_malloc(stock=False) == "stock malloc"
+
+
+def test_run_folders_increment_like_yolov5(tmp_path):
+    assert bm.save_dir_for(tmp_path, "exp") == tmp_path / "exp"
+    assert bm.save_dir_for(tmp_path, "exp") == tmp_path / "exp2"
+    assert bm.save_dir_for(tmp_path, "exp", exist_ok=True) == tmp_path / "exp"
+
+
 # ----- interleaving ---------------------------------------------------------------------------------
 
 
@@ -136,7 +154,7 @@ def test_interleaved_round_robin_and_multiplicity():
 
 
 def test_run_tiny_writes_table_and_csv(tmp_path, capsys):
-    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, plots=True)
+    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, plots=True, stock_malloc=True)
     assert [r["model"] for r in rows] == ["yolov5n"]
     r = rows[0]
     assert r["params"] == 1_872_157 and r["gflops"] > 0 and r["latency_ms"] > 0 and r["runs"] == 1
@@ -155,7 +173,7 @@ def test_run_tiny_writes_table_and_csv(tmp_path, capsys):
 
 
 def test_run_with_variant_and_training_step(tmp_path):
-    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0,
+    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, stock_malloc=True,
                   project=tmp_path, train=True, train_batch_size=2, train_imgsz=64, memory=False)
     r = rows[0]
     assert r["train_step_ms"] > 0 and r["train_img_s"] == pytest.approx(2 / r["train_step_ms"] * 1e3)
@@ -166,13 +184,14 @@ def test_formats_add_latency_columns(tmp_path):
     pytest.importorskip("onnxruntime")
     if not (bm.ROOT / "export.py").is_file():
         pytest.skip("export.py not in this checkout")
-    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, formats="onnx", memory=False)
+    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, formats="onnx", memory=False,
+                  stock_malloc=True)
     assert rows[0]["onnx_ms"] > 0 and rows[0]["onnx_speedup"] > 0
     assert "onnx (ms)" in (tmp_path / "exp" / "benchmarks.md").read_text()
 
 
 def test_modules_tiny(tmp_path):
-    rows = bm.run_modules(imgsz=64, repeats=1, warmup=0, project=tmp_path)
+    rows = bm.run_modules(imgsz=64, repeats=1, warmup=0, project=tmp_path, stock_malloc=True)
     sites = bm.module_sites(64)
     assert len(rows) == len(sites)
     assert {r["module"] for r in rows} == {"EMA", "CA", "CBAM", "SA", "ECA"}
