@@ -13,7 +13,7 @@ import yaml
 
 import export
 from models.yolo import Model
-from utils import deploy
+from utils import deploy, quantize
 from utils.checkpoint import load_backend
 from utils.quantize import calibration_images
 
@@ -96,9 +96,14 @@ def test_int8_exports_load_with_metadata_and_stay_close_to_fp32(setup):
     import onnx
     import openvino as ov
 
-    ops = {op.get_type_name() for op in ov.Core().read_model(files["openvino"] / "tiny.xml").get_ops()}
-    assert "FakeQuantize" in ops
-    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(files["onnx"])).graph.node)
+    ov_model, onnx_model = ov.Core().read_model(files["openvino"] / "tiny.xml"), onnx.load(str(files["onnx"]))
+    ov_types = {op.get_friendly_name(): op.get_type_name() for op in ov_model.get_ops()}
+    onnx_types = {nd.name: nd.op_type for nd in onnx_model.graph.node}
+    assert "FakeQuantize" in ov_types.values() and "QuantizeLinear" in onnx_types.values()
+    ov_tail, onnx_tail = [ov_types[n] for n in quantize.openvino_tail(ov_model)], [onnx_types[n] for n in
+                                                                                  quantize.onnx_tail(onnx_model)]
+    assert "Sigmoid" in ov_tail and "Sigmoid" in onnx_tail  # the decode tail was found...
+    assert "FakeQuantize" not in ov_tail and not {"QuantizeLinear", "DequantizeLinear"} & set(onnx_tail)  # ...float
 
     x0, x1 = (torch.from_numpy(x) for x in calibration_images(setup["data"], [IMGSZ, IMGSZ], n=2, split="val"))
     with torch.no_grad():
@@ -156,6 +161,15 @@ def test_deploy_timing_and_map_rows(setup):
     assert abs(by["onnxruntime"]["map50_95"] - by["openvino-f32"]["map50_95"]) < 0.5  # fp32 runtimes agree
     int8, f32 = by["openvino-int8"], by["openvino-f32"]
     assert int8["delta_vs_fp32_export"] == int8["map50_95"] - f32["map50_95"]
+
+
+def test_variants_for_formats():
+    bf16 = ["openvino-bf16", "openvino-int8-bf16"] if deploy.bf16_supported() else []
+    assert deploy.variants_for_formats(["onnx"]) == ["onnxruntime", "onnxruntime-int8"]
+    assert deploy.variants_for_formats(["openvino"], int8=False) == ["openvino-f32"] + bf16[:1]
+    assert set(deploy.variants_for_formats(["onnx", "openvino"])) == set(deploy.default_variants()) - {"pytorch"}
+    with pytest.raises(ValueError, match="coreml"):
+        deploy.variants_for_formats(["coreml"])
 
 
 def test_openvino_precision_hint_applies_to_every_compile(setup):

@@ -191,11 +191,39 @@ def quantize_onnx(src: str | Path, dst: str | Path, images: Iterable[np.ndarray]
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         calibrate_method=CalibrationMethod.MinMax)  # min/max are reduced in-graph: small memory
     q = onnx.load(str(dst))
+    if not quantize_tail:
+        strip_qdq(q, set(onnx_tail(q)))
     del q.metadata_props[:]
     for p in model.metadata_props:
         q.metadata_props.add().CopyFrom(p)
     onnx.save(q, str(dst))
     return dst
+
+
+def strip_qdq(model, names: set[str]) -> int:
+    """Remove ``QuantizeLinear`` nodes among ``names`` with their ``DequantizeLinear`` consumers (rewiring those
+    consumers' users to the float tensor), in place; returns the number of pairs removed.
+
+    ONNX Runtime's quantizer also quantizes a Conv's output when the Conv is quantized, even if every consumer is
+    excluded: for the head's convs that would round the raw logits the decode turns into pixel boxes."""
+    nodes = list(model.graph.node)
+    quant = {nd.output[0]: nd for nd in nodes if nd.op_type == "QuantizeLinear" and nd.name in names}
+    dequant = [nd for nd in nodes if nd.op_type == "DequantizeLinear" and nd.input[0] in quant]
+    if any(nd.input[0] == out for nd in nodes if nd.op_type != "DequantizeLinear" for out in quant):
+        return 0  # a quantized tensor used directly (not through a DequantizeLinear): leave the graph alone
+    rename = {dq.output[0]: quant[dq.input[0]].input[0] for dq in dequant}
+    graph_outputs = {o.name for o in model.graph.output}
+    if graph_outputs & set(rename):
+        return 0
+    drop = {id(nd) for nd in dequant} | {id(nd) for nd in quant.values()}
+    keep = [nd for nd in nodes if id(nd) not in drop]
+    for nd in keep:
+        for i, t in enumerate(nd.input):
+            if t in rename:
+                nd.input[i] = rename[t]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return len(dequant)
 
 
 # ----------------------------------------------------------------------------------------------------
