@@ -18,10 +18,10 @@ Markdown and to ``runs/benchmarks/exp*/`` as ``benchmarks.csv`` and ``benchmarks
 Peak memory: bytes of tensors alive at the peak of one forward pass beyond those alive before it (so activations
 and workspaces; weights excluded), from PyTorch's allocator events on CPU or ``max_memory_allocated`` on CUDA.
 
-Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory (``mallopt``: no trimming, 32 MiB
-mmap threshold). With glibc's defaults every large tensor is paged in afresh by the kernel, which on CPU costs more
-than some of the layers themselves (about 20% of a yolov5s forward on the machine of the README's table) and
-penalises every extra layer; ``--stock-malloc`` measures with the defaults.
+Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory (``utils/allocator.py``, as val.py
+and detect.py do on CPU). With glibc's defaults every large tensor is paged in afresh by the kernel, which on CPU
+costs more than some of the layers themselves (about 20% of a yolov5s forward on the machine of the README's table)
+and penalises every extra layer; ``--stock-malloc`` measures with the defaults.
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import ctypes
-import importlib.util
 import math
 import platform
 import statistics
 import sys
 import time
-from copy import deepcopy
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -46,13 +43,12 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils import offline  # noqa: E402  (before ultralytics is imported)
+from utils import allocator, deploy, offline  # noqa: E402  (offline before ultralytics is imported)
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from models.attention_reference import REFERENCE_FORWARD  # noqa: E402
-from models.common import build_attention  # noqa: E402
+from models.common import REFERENCE_FORWARD, build_attention  # noqa: E402
 from models.yolo import Model, count_flops, resolve_cfg  # noqa: E402
 
 offline.configure()
@@ -108,33 +104,13 @@ def log(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of returning it to the OS; True if applied.
-
-    Sets ``M_TRIM_THRESHOLD`` to 1 GiB, ``M_TOP_PAD`` to 256 MiB and ``M_MMAP_THRESHOLD`` to 32 MiB (its maximum), so
-    tensors reuse already-mapped pages instead of page-faulting fresh ones on every allocation. No effect elsewhere.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    settings = ((m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20), (m_mmap_threshold, 32 << 20))
-    return all(mallopt(k, v) == 1 for k, v in settings)
-
-
-_MALLOC = {"tuned": False}  # whether this process already called keep_freed_memory() successfully
-
-
 def configure_malloc(stock: bool) -> str:
-    """Apply ``keep_freed_memory()`` unless ``stock``; return how the allocator is set, for the table's header."""
-    if not stock and not _MALLOC["tuned"]:
-        _MALLOC["tuned"] = keep_freed_memory()
-    if stock and _MALLOC["tuned"]:
+    """Keep freed memory (``utils.allocator``) unless ``stock``; return how the allocator is set, for the header."""
+    if not stock:
+        allocator.keep_freed_memory()
+    elif allocator.is_tuned():
         log("benchmarks: warning: malloc was already tuned in this process; --stock-malloc needs a fresh process")
-    return "malloc keeps freed memory" if _MALLOC["tuned"] else "stock malloc"
+    return allocator.describe()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -152,7 +128,9 @@ class Spec:
 
 
 def baseline_name(name: str) -> str:
-    """The model a row is compared with: its name without an attention suffix (``yolov5s-ema`` -> ``yolov5s``)."""
+    """The model a row is compared with: its name without an attention suffix (``yolov5s-ema`` -> ``yolov5s``) or
+    weights tag (``yolov5s-ema [best.pt]`` -> ``yolov5s``)."""
+    name = name.split(" [")[0]
     for suffix in ATTENTION_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -195,6 +173,14 @@ def resolve_models(items: Iterable[str], add_baselines: bool = True) -> list[Spe
         if key not in seen:
             seen.add(key)
             unique.append(s)
+    names = [s.name for s in unique]
+    for s in unique:  # weights named after the YAML that is also a row: tag them with the file
+        if s.weights and names.count(s.name) > 1:
+            s.name = f"{s.name} [{s.source.parent.parent.name + '/' if s.source.parent.name == 'weights' else ''}" \
+                     f"{s.source.name}]"
+    if len({s.name for s in unique}) < len(unique):
+        dup = sorted({s.name for s in unique if [u.name for u in unique].count(s.name) > 1})
+        raise BenchmarkError(f"two rows named {', '.join(dup)}: give each weights file a different name")
     return unique
 
 
@@ -371,63 +357,44 @@ def inference_call(model: nn.Module, im: torch.Tensor) -> Callable[[], Any]:
 # Exported formats (export.py) and mAP (val.py)
 # ----------------------------------------------------------------------------------------------------
 
-FORMATS = ("onnx", "openvino")
+RUNTIMES = ("onnx", "openvino")  # --formats shorthands: every variant of that runtime this CPU can run
 
 
 def parse_formats(formats: str | Iterable[str] | None) -> list[str]:
+    """The deployment variants (``utils/deploy.py``) behind ``--formats``: a runtime (``onnx``, ``openvino``: its fp32,
+    bf16 where the CPU has it, and INT8 variants) or variant names such as ``openvino-int8``."""
     if not formats:
         return []
     items = formats.split(",") if isinstance(formats, str) else [f for x in formats for f in str(x).split(",")]
-    out = [f.strip().lower() for f in items if f.strip()]
-    bad = [f for f in out if f not in FORMATS]
-    if bad:
-        raise BenchmarkError(f"--formats {','.join(bad)}: unknown; choose from {', '.join(FORMATS)}")
-    return out
-
-
-def _require_script(name: str, what: str) -> None:
-    if not (ROOT / f"{name}.py").is_file() or importlib.util.find_spec(name) is None:
-        raise BenchmarkError(f"{what} needs {name}.py, which is not available yet in this checkout")
-
-
-def export_calls(model: nn.Module, name: str, formats: list[str], im: torch.Tensor, save_dir: Path,
-                 threads: int) -> dict[str, Callable[[], Any]]:
-    """Export ``model`` with export.py; return per format a call running it on ``im`` (ONNX Runtime, OpenVINO fp32)."""
-    _require_script("export", "--formats")
-    from export import export_model
-
-    files = export_model(deepcopy(model).cpu().float().eval(), save_dir / f"{name}.pt", formats,
-                         imgsz=list(im.shape[2:]), batch_size=im.shape[0], check=False)
-    x = im.cpu().float().numpy()
-    calls: dict[str, Callable[[], Any]] = {}
-    for fmt in formats:
-        f = Path(files[fmt]["file"])
-        if fmt == "onnx":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            session = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
-            feed = {session.get_inputs()[0].name: x}
-            calls[fmt] = lambda session=session, feed=feed: session.run(None, feed)
+    variants: list[str] = []
+    for f in (x.strip().lower() for x in items if x.strip()):
+        if f in RUNTIMES:
+            variants += deploy.variants_for_formats([f])
+        elif f in deploy.VARIANTS and f != "pytorch":
+            variants.append(f)
         else:
-            import openvino as ov
+            choices = [*RUNTIMES, *(v for v in deploy.VARIANTS if v != "pytorch")]
+            raise BenchmarkError(f"--formats {f}: unknown; choose from {', '.join(choices)}")
+    try:
+        return deploy.check_variants(variants)
+    except ValueError as e:
+        raise BenchmarkError(f"--formats: {e}") from e
 
-            config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
-                      "PERFORMANCE_HINT": "LATENCY"}
-            compiled = ov.Core().compile_model(str(next(f.glob("*.xml"))), "CPU", config)
-            calls[fmt] = lambda compiled=compiled: compiled(x)
-    return calls
+
+def export_calls(model: nn.Module, name: str, variants: list[str], im: torch.Tensor, save_dir: Path, data: str,
+                 calib_images: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """Export ``model`` for each variant (INT8 calibrated on ``data``); return per variant a call running it on ``im``
+    and the exported files (for mAP)."""
+    targets = deploy.export_variants(model, name, variants, list(im.shape[2:]), save_dir / "export", data=data,
+                                     calib_images=calib_images, batch_size=im.shape[0])
+    return deploy.variant_calls(targets, im.cpu().float().numpy(), torch.get_num_threads()), targets
 
 
-def measure_map(weights: Path, data: str, imgsz: int, device: str) -> tuple[float, float]:
-    """(mAP@.5, mAP@.5:.95) in % of ``weights`` on ``data``, via val.py's ``run()``."""
-    _require_script("val", "--map")
-    import val
-
-    stats = val.run(data=data, weights=[str(weights)], imgsz=imgsz, device=device, plots=False,
-                    project=ROOT / "runs" / "benchmarks" / "val", exist_ok=True)[0]
-    return 100 * float(stats["metrics/mAP50(B)"]), 100 * float(stats["metrics/mAP50-95(B)"])
+def measure_map(weights: Path, data: str, imgsz: int, device: str, save_dir: Path, variants: list[str],
+                targets: dict[str, Any]) -> list[dict]:
+    """mAP@.5 and mAP@.5:.95 (in %) of ``weights`` in PyTorch and in each exported variant, via val.py."""
+    return deploy.map_rows(weights, data, imgsz, save_dir / "val" / weights.stem, ["pytorch", *variants],
+                           targets=targets, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -442,7 +409,7 @@ class Column:
     fmt: str = "{}"
 
 
-def columns_for(rows: list[dict], formats: list[str]) -> list[Column]:
+def columns_for(rows: list[dict]) -> list[Column]:
     """The table's columns: always size, GFLOPs and latency; the others when some row has them."""
     cols = [
         Column("model", "model"), Column("params_m", "params (M)", "{:.2f}"),
@@ -453,11 +420,9 @@ def columns_for(rows: list[dict], formats: list[str]) -> list[Column]:
         Column("peak_mem_mb", "peak mem (MB)", "{:.1f}"),
         Column("train_step_ms", "train step (ms)", "{:.0f}"), Column("train_img_s", "train img/s", "{:.1f}"),
         Column("rel_train", "× base", "{:.3f}"),
+        Column("map50", "mAP50", "{:.1f}"), Column("paper_map50", "paper", "{:.1f}"),
+        Column("map50_95", "mAP50-95", "{:.1f}"), Column("paper_map50_95", "paper", "{:.1f}"),
     ]
-    for fmt in formats:
-        cols += [Column(f"{fmt}_ms", f"{fmt} (ms)", "{:.1f}"), Column(f"{fmt}_speedup", "× PyTorch", "{:.2f}")]
-    cols += [Column("map50", "mAP50", "{:.1f}"), Column("paper_map50", "paper", "{:.1f}"),
-             Column("map50_95", "mAP50-95", "{:.1f}"), Column("paper_map50_95", "paper", "{:.1f}")]
     optional = {"paper_params_m", "d_params_m", "paper_gflops", "d_gflops_pct", "rel_latency", "peak_mem_mb",
                 "train_step_ms", "train_img_s", "rel_train", "map50", "map50_95"}
     present = {k for r in rows for k, v in r.items() if v is not None}
@@ -625,20 +590,16 @@ def check_options(device: torch.device, half: bool, clock: str, sizes: dict[str,
     for flag, size in sizes.items():
         if size % 32:
             raise BenchmarkError(f"{flag} {size}: must be a multiple of 32 (the models' largest stride)")
-    if formats:
-        _require_script("export", "--formats")
-        if device.type != "cpu":
-            raise BenchmarkError("--formats times ONNX Runtime and OpenVINO on CPU; use --device cpu")
-    if map_weights:
-        _require_script("val", "--map")
+    if formats and device.type != "cpu":
+        raise BenchmarkError("--formats times ONNX Runtime and OpenVINO on CPU; use --device cpu")
 
 
 def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1, device: str = "cpu",
         half: bool = False, threads: int | None = None, repeats: int | None = None, warmup: int = 2,
         budget: float = 150.0, clock: str = "wall", formats: str | Iterable[str] | None = None, train: bool = False,
         train_batch_size: int = 8, train_imgsz: int = 320, map_weights: Iterable[str] | None = None,
-        data: str = "data/shapes.yaml", plots: bool = False, project: str | Path = ROOT / "runs" / "benchmarks",
-        name: str = "exp", exist_ok: bool = False, memory: bool = True, stock_malloc: bool = False) -> list[dict]:
+        data: str = "data/shapes.yaml", calib_images: int = 100, plots: bool = False,
+        project: str | Path = ROOT / "runs" / "benchmarks", name: str = "exp", exist_ok: bool = False, memory: bool = True, stock_malloc: bool = False) -> list[dict]:
     """Benchmark ``models``: print the Markdown table, write CSV/Markdown (and PNG) to ``project/name``, return rows."""
     if threads:
         torch.set_num_threads(threads)
@@ -657,33 +618,48 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
 
     rows, fused = measure_rows(specs, imgsz, dev, half)
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev, dtype=torch.float16 if half else torch.float32)
-    measure_latency(rows, fused, im, fmts, timing, save_dir, memory)
+    deploy_rows, targets = measure_latency(rows, fused, im, fmts, timing, save_dir, memory, data, calib_images)
     del fused
     if train:
         measure_training(rows, specs, train_batch_size, train_imgsz, dev, half, timing)
     for r, s in zip(rows, specs):
         if s.weights and map_weights:
-            r["map50"], r["map50_95"] = measure_map(s.source, data, imgsz, device)
-    return report(rows, fmts, save_dir, f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}", clock, plots)
+            maps = {m["variant"]: m for m in measure_map(s.source, data, imgsz, device, save_dir, fmts,
+                                                         targets.get(s.name, {}))}
+            r["map50"], r["map50_95"] = maps["pytorch"]["map50"], maps["pytorch"]["map50_95"]
+            for d in deploy_rows:
+                if d["model"] == s.name:
+                    d.update({k: maps[d["variant"]][k] for k in ("map50", "map50_95", "delta_map50_95",
+                                                                  "delta_vs_fp32_export")})
+    setup = f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}"
+    return report(rows, save_dir, setup, clock, plots, deploy_rows)
 
 
-def measure_latency(rows: list[dict], fused: dict[str, nn.Module], im: torch.Tensor, formats: list[str],
-                    timing: Timing, save_dir: Path, memory: bool = True) -> None:
-    """Latency of every row in PyTorch (and each exported format), interleaved; then peak memory of one forward."""
+def measure_latency(rows: list[dict], fused: dict[str, nn.Module], im: torch.Tensor, variants: list[str],
+                    timing: Timing, save_dir: Path, memory: bool = True, data: str = "data/shapes.yaml",
+                    calib_images: int = 100) -> tuple[list[dict], dict[str, dict[str, Any]]]:
+    """Latency of every row in PyTorch and in each exported variant, all interleaved; then peak memory of one forward.
+
+    Returns the deployment rows (one per model and runtime variant, PyTorch first) and the exported files per model."""
     calls = {f"{n}|pytorch": inference_call(m, im) for n, m in fused.items()}
+    targets: dict[str, dict[str, Any]] = {}
     for n, m in fused.items():
-        exported = export_calls(m, n, formats, im, save_dir, torch.get_num_threads()) if formats else {}
-        calls |= {f"{n}|{fmt}": call for fmt, call in exported.items()}
+        if variants:
+            exported, targets[n] = export_calls(m, n, variants, im, save_dir, data, calib_images)
+            calls |= {f"{n}|{v}": call for v, call in exported.items()}
     times = timing(calls, {k: baseline_name(k.split("|")[0]) for k in calls}, "latency")
+    deploy_rows = []
     for r in rows:
         ts = times[f"{r['model']}|pytorch"]
         r.update(latency_ms=median_ms(ts), latency_min_ms=min(ts) * 1e3, runs=len(ts))
-        for fmt in formats:
-            r[f"{fmt}_ms"] = median_ms(times[f"{r['model']}|{fmt}"])
-            r[f"{fmt}_speedup"] = r["latency_ms"] / r[f"{fmt}_ms"]
+        if variants:
+            deploy_rows += [{"model": r["model"], "variant": v, "latency_ms": median_ms(times[f"{r['model']}|{v}"]),
+                             "speedup": r["latency_ms"] / median_ms(times[f"{r['model']}|{v}"])}
+                            for v in ["pytorch", *variants]]
         if memory:
             r["peak_mem_mb"] = peak_memory_mb(calls[f"{r['model']}|pytorch"], im.device)
     add_relative(rows, "latency_ms", "rel_latency")
+    return deploy_rows, targets
 
 
 def measure_training(rows: list[dict], specs: list[Spec], batch_size: int, imgsz: int, device: torch.device,
@@ -697,14 +673,29 @@ def measure_training(rows: list[dict], specs: list[Spec], batch_size: int, imgsz
     add_relative(rows, "train_step_ms", "rel_train")
 
 
-def report(rows: list[dict], fmts: list[str], save_dir: Path, setup: str, clock: str = "wall",
-           plots: bool = False) -> list[dict]:
+DEPLOY_COLUMNS = [
+    Column("model", "model"), Column("variant", "runtime"), Column("latency_ms", "latency (ms)", "{:.1f}"),
+    Column("speedup", "× PyTorch", "{:.2f}"), Column("map50", "mAP50", "{:.1f}"),
+    Column("map50_95", "mAP50-95", "{:.1f}"), Column("delta_map50_95", "Δ mAP50-95 vs PyTorch", "{:+.2f}"),
+    Column("delta_vs_fp32_export", "Δ vs fp32 export", "{:+.2f}"),
+]
+
+
+def report(rows: list[dict], save_dir: Path, setup: str, clock: str = "wall", plots: bool = False,
+           deploy_rows: list[dict] | None = None) -> list[dict]:
+    """Print and save the table (and, with ``--formats``, the deployment table: every runtime variant of each model)."""
     what = "CPU time" if clock == "cpu" else "latency"
     header = (f"Benchmarks {setup} · {what} = median of interleaved runs of the fused model; × base = ratio to the "
               "group's baseline")
-    table = markdown_table(rows, columns_for(rows, fmts))
-    log(f"\n{header}\n\n{table}\n")
-    (save_dir / "benchmarks.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
+    text = f"{header}\n\n{markdown_table(rows, columns_for(rows))}\n"
+    if deploy_rows:
+        columns = [c for c in DEPLOY_COLUMNS if any(r.get(c.key) is not None for r in deploy_rows)]
+        scored = "; mAP from val.py on the same exported files" if any("map50" in r for r in deploy_rows) else ""
+        text += (f"\nDeployment · {what} of each runtime, timed in the same interleaved rounds{scored}\n\n"
+                 f"{markdown_table(deploy_rows, columns)}\n")
+        log(f"benchmarks: saved {write_csv(deploy_rows, save_dir / 'deploy.csv')}")
+    log(f"\n{text}")
+    (save_dir / "benchmarks.md").write_text(text, encoding="utf-8")
     log(f"benchmarks: saved {write_csv(rows, save_dir / 'benchmarks.csv')}")
     if plots:
         log(f"benchmarks: saved {plot(rows, save_dir / 'benchmarks.png')}")
@@ -755,11 +746,17 @@ def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], A
 
 
 MODULE_COLUMNS = [
-    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"),
+    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"), Column("uses", "uses"),
     Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("ref_fwd_ms", "reference fwd (ms)", "{:.3f}"),
     Column("fwd_speedup", "speed-up", "{:.2f}x"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
     Column("ref_fwd_bwd_ms", "reference fwd+bwd (ms)", "{:.3f}"), Column("fwd_bwd_speedup", "speed-up", "{:.2f}x"),
 ]
+
+
+def formulation(name: str, shape: tuple[int, int, int, int]) -> str:
+    """Which formulation module ``name``'s forward uses at ``shape`` (empty for modules that have only one)."""
+    module = build_attention(name, shape[1])
+    return module.formulation(torch.empty(shape, device="meta")) if hasattr(module, "formulation") else ""
 
 
 def time_modules_at(names: list[str], shape: tuple[int, int, int, int], device: torch.device,
@@ -797,14 +794,16 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
         medians = time_modules_at(names, (batch_size, c, size, size), dev, timing)
         for n in names:
             row = {"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
-                   "shape": f"{batch_size}x{c}x{size}x{size}", **medians[n]}
+                   "shape": f"{batch_size}x{c}x{size}x{size}", "uses": formulation(n, (batch_size, c, size, size)),
+                   **medians[n]}
             if "ref_fwd_ms" in row:
                 row.update(fwd_speedup=row["ref_fwd_ms"] / row["fwd_ms"],
                            fwd_bwd_speedup=row["ref_fwd_bwd_ms"] / row["fwd_bwd_ms"])
             rows.append(row)
     what = "CPU time" if clock == "cpu" else "latency"
     header = (f"Attention modules {describe(dev, malloc)} · shapes at {imgsz}x{imgsz} · {what}: medians of "
-              "interleaved runs; reference = the straightforward formula (models/attention_reference.py)")
+              "interleaved runs; reference = the straightforward formula (REFERENCE_FORWARD in models/common.py), "
+              "uses = the formulation the module's forward picks at that shape")
     table = markdown_table(rows, MODULE_COLUMNS)
     log(f"\n{header}\n\n{table}\n")
     (save_dir / "modules.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
@@ -836,13 +835,16 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         "other processes on a shared machine take")
     p.add_argument("--stock-malloc", action="store_true",
                    help="keep glibc's default allocator settings (default: keep freed memory, see above)")
-    p.add_argument("--formats", default=None, help="also time exports: onnx,openvino (ONNX Runtime / OpenVINO, fp32)")
+    p.add_argument("--formats", default=None,
+                   help="also time exports: onnx, openvino (each runtime's fp32, bf16 where the CPU has it and INT8 "
+                        "variants) or variant names from utils/deploy.py, e.g. openvino-int8")
+    p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration images from --data's train split")
     p.add_argument("--train", action="store_true", help="also time a training step (forward + loss + backward)")
     p.add_argument("--train-batch-size", type=int, default=8, help="batch size of the --train step")
     p.add_argument("--train-imgsz", type=int, default=320, help="image size of the --train step")
     p.add_argument("--map", nargs="+", default=None, metavar="WEIGHTS", help="validate these .pt weights (val.py) "
                    "and show their mAP next to the paper's; they become rows of the table")
-    p.add_argument("--data", default="data/shapes.yaml", help="dataset.yaml for --map")
+    p.add_argument("--data", default="data/shapes.yaml", help="dataset.yaml for --map and INT8 calibration")
     p.add_argument("--plot", action="store_true", help="save latency vs GFLOPs (and vs mAP) as benchmarks.png")
     p.add_argument("--modules", action="store_true", help="time the attention modules alone instead of the models")
     p.add_argument("--project", default=str(ROOT / "runs" / "benchmarks"), help="save to project/name")
@@ -863,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
             models = opt.models if opt.models is not None else ([] if opt.map else ["all"])
             run(models, half=opt.half, budget=opt.budget or 150.0, formats=opt.formats, train=opt.train,
                 train_batch_size=opt.train_batch_size, train_imgsz=opt.train_imgsz, map_weights=opt.map,
-                data=opt.data, plots=opt.plot, name=opt.name or "exp", **common)
+                data=opt.data, calib_images=opt.calib_images, plots=opt.plot, name=opt.name or "exp", **common)
     except BenchmarkError as e:
         print(f"benchmarks.py: error: {e}", file=sys.stderr)
         return 2

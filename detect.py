@@ -207,6 +207,7 @@ def run(
     from ultralytics.utils.plotting import Annotator, colors, save_one_box
     from ultralytics.utils.torch_utils import select_device
 
+    from utils.allocator import keep_freed_memory_on_cpu
     from utils.visualize import AttentionRecorder, FeatureRecorder, save_attention_maps, save_feature_maps
 
     source = str(source)
@@ -215,6 +216,7 @@ def run(
     save_img = not nosave
     # Model
     dev = select_device(device, verbose=False)
+    keep_freed_memory_on_cpu(dev.type)
     backend = load_detector(weights, dev, half)
     stride, names = int(backend.stride), backend.names
     pt = backend.format == "pt"

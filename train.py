@@ -109,7 +109,10 @@ def run(argv: list[str] | None = None, **kwargs):
     for k, v in kwargs.items():
         setattr(opt, k, v)
     from models.yolo import resolve_cfg
+    from utils.allocator import keep_freed_memory_on_cpu
     from utils.engine import YOLOv5Trainer, cfg_of_weights, latest_run, load_hyp
+
+    keep_freed_memory_on_cpu(opt.device)
 
     if opt.resume:
         last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)

@@ -62,8 +62,10 @@ def run(data: str = "data/shapes.yaml", weights: str | list[str] = (), batch_siz
         save_txt: bool = False, save_conf: bool = False, save_json: bool = False, project: str | Path = ROOT / "runs" / "val",
         name: str = "exp", exist_ok: bool = False, half: bool = False, plots: bool = True) -> list[dict]:
     """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``, ``metrics/mAP50-95(B)``...)."""
+    from utils.allocator import keep_freed_memory_on_cpu
     from utils.engine import YOLOv5Validator, increment_dir, resolve_data
 
+    keep_freed_memory_on_cpu(device)
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     if not weights:
         raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/.torchscript/openvino model")

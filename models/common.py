@@ -151,10 +151,11 @@ def _window_means_3x3(x: torch.Tensor, row_mean: torch.Tensor, col_mean: torch.T
     its bias, so this gives the mean without running the convolution.
     """
     h, w = x.shape[2], x.shape[3]
-    edges = [-1, 0]  # the row/column missed by offsets -1 and +1
-    missed_row = row_mean[..., edges].unsqueeze(-1) / h  # (b, C, 2, 1), as a share of the image mean
-    missed_col = col_mean[..., edges].unsqueeze(-2) / w  # (b, C, 1, 2)
-    corner = x[:, :, edges][..., edges] / (h * w)  # (b, C, 2, 2)
+    # the row/column missed by offsets -1 and +1: the last and the first
+    missed_row = torch.stack((row_mean[..., -1], row_mean[..., 0]), -1).unsqueeze(-1) / h  # (b, C, 2, 1), share of mean
+    missed_col = torch.stack((col_mean[..., -1], col_mean[..., 0]), -1).unsqueeze(-2) / w  # (b, C, 1, 2)
+    edge_rows = torch.stack((x[:, :, -1], x[:, :, 0]), 2)  # (b, C, 2, w)
+    corner = torch.stack((edge_rows[..., -1], edge_rows[..., 0]), -1) / (h * w)  # (b, C, 2, 2)
     spread = x.new_tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])  # offsets (-1, 0, +1) <- missed edge (last, first)
     image_mean = row_mean.mean(2)[..., None, None]
     return image_mean - spread @ missed_row - missed_col @ spread.t() + spread @ corner @ spread.t()
@@ -166,17 +167,23 @@ class EMA(nn.Module):
     Channels are split into ``factor`` groups; a shared 1x1 branch (directional pooling) and a 3x3
     branch are combined by cross-spatial learning into one per-pixel gate for each group.
 
-    ``forward`` is an exact rewrite of the paper's formulation (kept as ``ema_reference`` in
-    ``models/attention_reference.py``; the tests assert they agree) that never runs the dense 3x3 conv:
+    Two exact formulations of the same function (the tests assert they agree, forward and gradients):
 
-    * the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its
-      softmax descriptor ``d1`` is ``softmax(gn.bias)``, the same for every group and image;
-    * the 3x3 branch ``x2`` enters only through (a) its channel means, which are the kernel applied to the
-      per-tap window means of the input (``_window_means_3x3``), and (b) its ``d1``-weighted channel sum,
-      which is one depthwise 3x3 conv with the ``d1``-combined kernel, summed over each group's channels.
+    * ``forward_dense``, the paper's: groups folded into the batch, both branches materialised;
+    * ``forward_factored``, which never runs the dense ``c x c`` 3x3 conv of each group (``c = C / factor``):
+      the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its softmax
+      descriptor ``d1`` is ``softmax(gn.bias)``; the 3x3 branch ``x2`` then enters only through (a) its channel
+      means, which are the kernel applied to the per-tap window means of the input (``_window_means_3x3``), and
+      (b) its ``d1``-weighted channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over
+      each group. That costs 9 multiply-adds per input value instead of ``9 c``, but more (small) operations.
 
-    So the 3x3 branch costs 9 multiply-adds per input value instead of ``9 * C / factor``.
+    ``forward`` picks the dense form while its 3x3 conv is below ``DENSE_MACS`` multiply-adds (yolov5s at 640,
+    batch 1) and the factored one above (training batches, yolov5x-p2): on CPU that is the faster of the two
+    (``python benchmarks.py --modules``). The choice depends only on shapes; an exported graph keeps the one
+    taken at export time, which is exact at every input size.
     """
+
+    DENSE_MACS = 40e6
 
     def __init__(self, c1: int, factor: int = 32):
         super().__init__()
@@ -187,14 +194,41 @@ class EMA(nn.Module):
         self.conv1x1 = nn.Conv2d(c, c, kernel_size=1)
         self.conv3x3 = nn.Conv2d(c, c, kernel_size=3, padding=1)
 
+    def formulation(self, x: torch.Tensor) -> str:
+        """``dense`` or ``factored``: the form ``forward`` uses for an input shaped like ``x``."""
+        b, _, h, w = x.shape
+        c = self.gn.num_channels
+        return "dense" if b * self.groups * c * c * 9 * h * w <= self.DENSE_MACS else "factored"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_dense(x) if self.formulation(x) == "dense" else self.forward_factored(x)
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's formulation."""
+        b, ch, h, w = x.shape
+        g = x.reshape(b * self.groups, ch // self.groups, h, w)
+        # 1x1 branch: pool along W and along H, encode both with one shared 1x1 conv
+        pooled = torch.cat((g.mean(3, keepdim=True), g.mean(2, keepdim=True).transpose(2, 3)), 2)
+        gate_h, gate_w = self.conv1x1(pooled).split((h, w), 2)
+        x1 = self.gn(g * gate_h.sigmoid() * gate_w.transpose(2, 3).sigmoid())
+        x2 = self.conv3x3(g)
+        # cross-spatial learning: each branch's global descriptor weights the other branch's pixels
+        d1 = x1.mean((2, 3)).softmax(-1).unsqueeze(1)  # (bg, 1, c)
+        d2 = x2.mean((2, 3)).softmax(-1).unsqueeze(1)
+        weights = d1 @ x2.flatten(2) + d2 @ x1.flatten(2)  # (bg, 1, hw)
+        return (g * weights.reshape(-1, 1, h, w).sigmoid()).reshape(b, ch, h, w)
+
+    def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function without the dense 3x3 conv (see the class docstring)."""
         b, _, h, w = x.shape
         g, c = self.groups, self.gn.num_channels
         ch = g * c  # from the module, not the input's shape, so that the conv's group count exports as a constant
         row_mean, col_mean = x.mean(3), x.mean(2)  # (b, C, h), (b, C, w)
-        # 1x1 branch: one shared 1x1 conv over each group's H- and W-pooled descriptors, gates along H and W
-        pooled = torch.cat((row_mean, col_mean), 2).reshape(b * g, c, h + w, 1)
-        gate_h, gate_w = self.conv1x1(pooled).sigmoid().reshape(b, ch, h + w).split((h, w), 2)
+        # 1x1 branch: one shared 1x1 conv (as a batched matmul) over each group's H- and W-pooled descriptors
+        pooled = torch.cat((row_mean, col_mean), 2).reshape(b * g, c, h + w)
+        w1 = self.conv1x1.weight.reshape(1, c, c).expand(b * g, c, c)
+        gates = torch.baddbmm(self.conv1x1.bias.reshape(1, c, 1), w1, pooled).sigmoid()
+        gate_h, gate_w = gates.reshape(b, ch, h + w).split((h, w), 2)
         x1 = self.gn((x * gate_h.unsqueeze(3) * gate_w.unsqueeze(2)).reshape(b * g, c, h, w))
         # cross-spatial learning: weights = d1 @ x2 + d2 @ x1 per group
         w3, b3 = self.conv3x3.weight.reshape(c, c * 9), self.conv3x3.bias
@@ -209,22 +243,25 @@ class EMA(nn.Module):
 
 
 def count_ema_ops(m: EMA, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-    """``thop`` rule for ``EMA``: the multiply-adds its ``forward`` executes (thop cannot see functional convs).
+    """``thop`` rule for ``EMA``: the multiply-adds its submodules do not already count.
 
-    Counted like thop counts the modules of the reference formulation: the 1x1 conv on the pooled descriptors and
-    the GroupNorm (2 ops per value, doubled for the affine), plus the depthwise 3x3 conv (9 per value) and the
-    ``d2``-weighted channel sum (1 per value) that replace the dense 3x3 conv. Pass it to ``thop.profile`` as
-    ``custom_ops=THOP_CUSTOM_OPS``.
+    thop counts each submodule it sees called (the GroupNorm; in the dense form also both convs). The factored
+    form's other work is functional, so this adds it: the 1x1 conv on the pooled descriptors (a batched matmul),
+    the depthwise 3x3 conv (9 per input value) and the ``d2``-weighted channel sum (1 per value). Pass
+    ``custom_ops=THOP_CUSTOM_OPS`` to ``thop.profile``.
     """
     x = inputs[0]
-    b, ch, h, w = x.shape
-    c = m.gn.num_channels
-    conv1x1 = b * ch * (h + w) * c
-    m.total_ops += torch.DoubleTensor([conv1x1 + (4 + 9 + 1) * x.numel()])
+    if m.formulation(x) == "factored":
+        b, ch, h, w = x.shape
+        m.total_ops += torch.DoubleTensor([b * ch * (h + w) * m.gn.num_channels + (9 + 1) * x.numel()])
 
 
 # thop rules for modules whose forward uses functional ops (count_flops passes these to thop.profile)
 THOP_CUSTOM_OPS: dict[type[nn.Module], object] = {EMA: count_ema_ops}
+
+# Straightforward formulation of each module whose forward may use a faster equivalent one (tests and
+# ``benchmarks.py --modules`` compare the two); the other modules' forward is their straightforward formula.
+REFERENCE_FORWARD: dict[type[nn.Module], object] = {EMA: EMA.forward_dense}
 
 
 class CA(nn.Module):

@@ -5,13 +5,15 @@ No timing is asserted here: timings are for benchmarks.py itself.
 
 import csv
 import math
+import platform
+import time
 
 import pytest
 import torch
 
 import benchmarks as bm
-from models.attention_reference import REFERENCE_FORWARD
-from models.common import EMA
+from utils import allocator, deploy
+from models.common import EMA, REFERENCE_FORWARD, THOP_CUSTOM_OPS
 
 TABLE2 = bm.GROUPS["s"] + bm.GROUPS["x-p2"]
 
@@ -43,7 +45,7 @@ def test_variant_brings_its_baseline_and_duplicates_collapse(capsys):
 def test_unknown_model_and_format_are_clear_errors(capsys):
     with pytest.raises(bm.BenchmarkError, match="not a group"):
         bm.resolve_models(["yolov5q"])
-    with pytest.raises(bm.BenchmarkError, match="unknown; choose from onnx, openvino"):
+    with pytest.raises(bm.BenchmarkError, match="--formats tensorrt: unknown; choose from onnx, openvino, onnxruntime"):
         bm.parse_formats("onnx,tensorrt")
     assert bm.main(["--models", "nope.yaml"]) == 2
     assert bm.main(["--half", "--models", "yolov5n"]) == 2
@@ -51,13 +53,17 @@ def test_unknown_model_and_format_are_clear_errors(capsys):
     assert "nope.yaml" in err and "--half needs a CUDA device" in err
 
 
-def test_missing_script_hook_says_not_available_yet():
-    with pytest.raises(bm.BenchmarkError, match="needs no_such_script.py, which is not available yet"):
-        bm._require_script("no_such_script", "--formats")
+def test_cpu_clock_needs_one_thread(monkeypatch):
+    monkeypatch.setattr(bm.torch, "get_num_threads", lambda: 2)
+    with pytest.raises(bm.BenchmarkError, match="--threads 1"):
+        bm.check_options(torch.device("cpu"), False, "cpu", {}, [], [])
+    with pytest.raises(bm.BenchmarkError, match="multiple of 32"):
+        bm.check_options(torch.device("cpu"), False, "wall", {"--imgsz": 100}, [], [])
 
 
 @pytest.mark.parametrize("name, base", [("yolov5s-ema", "yolov5s"), ("yolov5x-p2-cbam", "yolov5x-p2"),
-                                        ("yolov5s", "yolov5s"), ("yolov5n-se", "yolov5n"), ("custom", "custom")])
+                                        ("yolov5s", "yolov5s"), ("yolov5n-se", "yolov5n"), ("custom", "custom"),
+                                        ("yolov5s-ema [exp/best.pt]", "yolov5s")])
 def test_baseline_name(name, base):
     assert bm.baseline_name(name) == base
 
@@ -93,30 +99,28 @@ def test_relative_latency_uses_the_group_baseline():
 def test_columns_follow_the_data():
     rows = [bm.add_paper({"model": "yolov5s", "baseline": "yolov5s", "params_m": 7.2, "gflops": 16.6,
                           "latency_ms": 10.0, "rel_latency": 1.0, "peak_mem_mb": 50.0})]
-    keys = [c.key for c in bm.columns_for(rows, [])]
+    keys = [c.key for c in bm.columns_for(rows)]
     assert keys[:4] == ["model", "params_m", "paper_params_m", "d_params_m"]
     assert "latency_ms" in keys and "rel_latency" in keys and "peak_mem_mb" in keys
     assert not any(k.startswith(("train", "map", "paper_map", "onnx")) for k in keys)
-    rows[0].update(map50=50.0, map50_95=30.0, train_step_ms=5.0, train_img_s=1.0, rel_train=1.0, onnx_ms=5.0,
-                   onnx_speedup=2.0)
-    keys = [c.key for c in bm.columns_for(rows, ["onnx"])]
-    for k in ("map50", "paper_map50", "map50_95", "paper_map50_95", "train_img_s", "rel_train", "onnx_ms",
-              "onnx_speedup"):
+    rows[0].update(map50=50.0, map50_95=30.0, train_step_ms=5.0, train_img_s=1.0, rel_train=1.0)
+    keys = [c.key for c in bm.columns_for(rows)]
+    for k in ("map50", "paper_map50", "map50_95", "paper_map50_95", "train_img_s", "rel_train"):
         assert k in keys
-    table = bm.markdown_table(rows, bm.columns_for(rows, ["onnx"]))
+    table = bm.markdown_table(rows, bm.columns_for(rows))
     assert table.splitlines()[2].startswith("| yolov5s | 7.20 | 7.23 |")
 
 
 def test_malloc_setting_is_reported(monkeypatch, capsys):
-    monkeypatch.setattr(bm, "_MALLOC", {"tuned": False})
-    monkeypatch.setattr(bm, "keep_freed_memory", lambda: True)
-    assert bm.configure_malloc(stock=True) == "stock malloc"
-    assert bm.configure_malloc(stock=False) == "malloc keeps freed memory"
-    assert bm.configure_malloc(stock=True) == "malloc keeps freed memory"  # cannot be undone in-process
-    assert "needs a fresh process" in capsys.readouterr().out
-    monkeypatch.setattr(bm, "_MALLOC", {"tuned": False})
-    monkeypatch.setattr(bm, "keep_freed_memory", lambda: False)  # not glibc
+    monkeypatch.setattr(allocator, "_STATE", {"tuned": False})
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")  # not glibc: nothing to tune
     assert bm.configure_malloc(stock=False) == "stock malloc"
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    assert bm.configure_malloc(stock=True) == "stock malloc"
+    if platform.libc_ver()[0] == "glibc":
+        assert bm.configure_malloc(stock=False) == "malloc keeps freed memory"
+        assert bm.configure_malloc(stock=True) == "malloc keeps freed memory"  # cannot be undone in-process
+        assert "needs a fresh process" in capsys.readouterr().out
 
 
 def test_run_folders_increment_like_yolov5(tmp_path):
@@ -134,8 +138,8 @@ def test_interleaved_round_robin_and_multiplicity():
     def fn(name, cost):
         def f():
             calls.append(name)
-            t = __import__("time").perf_counter()
-            while __import__("time").perf_counter() - t < cost:
+            t = time.perf_counter()
+            while time.perf_counter() - t < cost:
                 pass
         return f
 
@@ -172,7 +176,7 @@ def test_run_tiny_writes_table_and_csv(tmp_path, capsys):
     assert (save_dir / "benchmarks.png").stat().st_size > 0
 
 
-def test_run_with_variant_and_training_step(tmp_path):
+def test_run_with_training_step(tmp_path):
     rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, stock_malloc=True,
                   project=tmp_path, train=True, train_batch_size=2, train_imgsz=64, memory=False)
     r = rows[0]
@@ -180,14 +184,12 @@ def test_run_with_variant_and_training_step(tmp_path):
     assert r["rel_train"] == 1.0 and "peak_mem_mb" not in r
 
 
-def test_formats_add_latency_columns(tmp_path):
+def test_formats_expand_to_deployment_variants():
     pytest.importorskip("onnxruntime")
-    if not (bm.ROOT / "export.py").is_file():
-        pytest.skip("export.py not in this checkout")
-    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, formats="onnx", memory=False,
-                  stock_malloc=True)
-    assert rows[0]["onnx_ms"] > 0 and rows[0]["onnx_speedup"] > 0
-    assert "onnx (ms)" in (tmp_path / "exp" / "benchmarks.md").read_text()
+    pytest.importorskip("openvino")
+    assert bm.parse_formats("onnx") == ["onnxruntime", "onnxruntime-int8"]
+    assert bm.parse_formats(["openvino-int8", "onnx,openvino-int8"])[0] == "openvino-int8"  # deduplicated, in order
+    assert set(bm.parse_formats("onnx,openvino")) == set(deploy.default_variants()) - {"pytorch"}
 
 
 def test_modules_tiny(tmp_path):
@@ -198,26 +200,31 @@ def test_modules_tiny(tmp_path):
     for r in rows:
         assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
         has_ref = r["module"] in {c.__name__ for c in REFERENCE_FORWARD}
+        assert r["uses"] == ("dense" if r["module"] == "EMA" else "")  # tiny shapes: EMA's dense form
         assert ("ref_fwd_ms" in r) == has_ref and ("fwd_bwd_speedup" in r) == has_ref
     assert {r["shape"] for r in rows if r["module"] == "EMA"} == {"1x256x4x4", "1x512x2x2", "1x640x4x4", "1x320x8x8",
                                                                  "1x320x16x16"}
     assert (tmp_path / "modules" / "modules.csv").is_file()
 
 
-# ----- the optimised attention modules equal their straightforward formulas -----------------------
+# ----- EMA: its two formulations are the same function ------------------------------------------------
 
 
-OPTIMISED = [(cls, c, kw) for cls in REFERENCE_FORWARD for c, kw in [(256, {}), (64, {"factor": 8})]]
+def ema(c: int = 256, factor: int = 32, dense_macs: float | None = None) -> EMA:
+    m = randomize(EMA(c, factor))
+    if dense_macs is not None:
+        m.DENSE_MACS = dense_macs  # force a formulation: 0 -> factored, inf -> dense
+    return m
 
 
-@pytest.mark.parametrize("cls, c, kwargs", OPTIMISED, ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("c, factor", [(256, 32), (64, 8)])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("hw", [(13, 17), (1, 5), (2, 2)])
-def test_optimised_module_equals_reference(cls, c, kwargs, batch, hw):
-    m = randomize(cls(c, **kwargs)).train()
-    reference = REFERENCE_FORWARD[cls]
+def test_ema_factored_equals_dense(c, factor, batch, hw):
+    m = ema(c, factor).train()
+    assert REFERENCE_FORWARD[EMA] is EMA.forward_dense
     x = torch.randn(batch, c, *hw, requires_grad=True)
-    y, y_ref = m(x), reference(m, x)
+    y, y_ref = m.forward_factored(x), m.forward_dense(x)
     assert (y - y_ref).abs().max() < 1e-5
     gy = torch.randn_like(y)
     inputs = [x, *m.parameters()]
@@ -227,33 +234,52 @@ def test_optimised_module_equals_reference(cls, c, kwargs, batch, hw):
         scale = max(1.0, float(g_ref.abs().max()))  # parameter gradients sum over many pixels
         assert (g - g_ref).abs().max() < 1e-5 * scale
     with torch.no_grad():  # channels_last input (AutoBackend uses it on CPU) gives the same result
-        assert (m(x.detach().contiguous(memory_format=torch.channels_last)) - y_ref).abs().max() < 1e-5
+        assert (m.forward_factored(x.detach().contiguous(memory_format=torch.channels_last)) - y_ref).abs().max() < 1e-5
+
+
+def test_ema_forward_picks_the_cheaper_formulation_by_size():
+    m = ema().eval()
+    small, large = torch.randn(1, 256, 4, 4), torch.randn(2, 256, 40, 40)
+    assert m.formulation(small) == "dense" and m.formulation(large) == "factored"
+    assert m.formulation(torch.empty(1, 256, 40, 40, device="meta")) == "dense"  # yolov5s P4 at 640, batch 1
+    assert EMA(640).formulation(torch.empty(1, 640, 40, 40, device="meta")) == "factored"  # yolov5x-p2
+    with torch.no_grad():
+        assert torch.equal(m(small), m.forward_dense(small)) and torch.equal(m(large), m.forward_factored(large))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter, which export.py uses
-@pytest.mark.parametrize("cls", list(REFERENCE_FORWARD), ids=lambda v: v.__name__)
-def test_optimised_module_exports_to_onnx(cls, tmp_path):
+@pytest.mark.parametrize("dense_macs", [0.0, math.inf], ids=["factored", "dense"])
+def test_ema_exports_to_onnx_with_dynamic_shapes(dense_macs, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    m = randomize(cls(64, 8) if cls is EMA else cls(128)).eval()
-    c = 64 if cls is EMA else 128
-    f = tmp_path / "m.onnx"
-    torch.onnx.export(m, torch.randn(1, c, 8, 8), str(f), input_names=["x"], output_names=["y"], opset_version=17,
+    m = ema(64, 8, dense_macs).eval()
+    f = tmp_path / "ema.onnx"
+    torch.onnx.export(m, torch.randn(1, 64, 8, 8), str(f), input_names=["x"], output_names=["y"], opset_version=17,
                       dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
     session = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-    for shape in [(1, c, 8, 8), (3, c, 13, 7)]:
+    for shape in [(1, 64, 8, 8), (3, 64, 13, 7)]:
         x = torch.randn(*shape)
         y = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
         with torch.no_grad():
-            assert (y - REFERENCE_FORWARD[cls](m, x)).abs().max() < 1e-4
-    assert math.isfinite(float(y.abs().max()))
+            assert (y - m.forward_dense(x)).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("cls", list(REFERENCE_FORWARD), ids=lambda v: v.__name__)
-def test_optimised_module_converts_to_openvino(cls):
+@pytest.mark.parametrize("dense_macs", [0.0, math.inf], ids=["factored", "dense"])
+def test_ema_converts_to_openvino(dense_macs):
     ov = pytest.importorskip("openvino")
-    m = randomize(cls(64, 8) if cls is EMA else cls(128)).eval()
-    x = torch.randn(2, 64 if cls is EMA else 128, 9, 11)
+    m = ema(64, 8, dense_macs).eval()
+    x = torch.randn(2, 64, 9, 11)
     compiled = ov.Core().compile_model(ov.convert_model(m, example_input=x), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     with torch.no_grad():
-        assert (torch.from_numpy(compiled(x.numpy())[0]) - REFERENCE_FORWARD[cls](m, x)).abs().max() < 1e-4
+        assert (torch.from_numpy(compiled(x.numpy())[0]) - m.forward_dense(x)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("dense_macs", [0.0, math.inf], ids=["factored", "dense"])
+def test_thop_rule_counts_what_ema_executes(dense_macs):
+    thop = pytest.importorskip("thop")
+    m = ema(256, 32, dense_macs).eval()
+    x = torch.zeros(1, 256, 20, 24)
+    macs = thop.profile(m, inputs=(x,), verbose=False, custom_ops=THOP_CUSTOM_OPS)[0]
+    c = 256 // 32
+    branch3x3 = 9 * c if dense_macs else 9 + 1  # dense 3x3 conv, or depthwise 3x3 + channel sum
+    assert macs == 256 * (20 + 24) * c + (4 + branch3x3) * x.numel()  # + pooled 1x1 conv and GroupNorm

@@ -3,6 +3,7 @@ loadable with metadata, right output shape, close to fp32 on real images; timing
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +141,15 @@ def test_deploy_timing_and_map_rows(setup):
     targets |= {"openvino-int8": setup["results"]["openvino"]["file"],
                 "onnxruntime-int8": setup["results"]["onnx"]["file"]}
     assert set(targets) == set(variants) and isinstance(targets["pytorch"], nn.Module)
-    calls = deploy.variant_calls(targets, np.random.rand(1, 3, IMGSZ, IMGSZ), threads=1)
-    rows = deploy.latency_rows(deploy.time_interleaved(calls, rounds=2, warmup=1), threads=1)
-    assert [r["variant"] for r in rows] == variants
-    for r in rows:
-        assert set(r) == {"variant", "latency_ms", "latency_min_ms", "runs", "speedup", "threads"}
-        assert r["runs"] == 2 and r["latency_ms"] > 0 and r["speedup"] > 0 and r["threads"] == 1
-    assert "| variant |" in deploy.markdown(rows, ["variant", "latency_ms", "speedup"])
+    im = calibration_images(setup["data"], [IMGSZ, IMGSZ], n=1, split="val")[0]
+    outputs = {v: call() for v, call in deploy.variant_calls(targets, im, threads=1).items()}
+    assert list(outputs) == variants
+    ref = outputs["pytorch"]
+    assert ref.shape == (1, 4 + len(NAMES), 3 * (16 * 16 + 8 * 8 + 4 * 4))  # every anchor of the three levels
+    for v, y in outputs.items():
+        assert y.shape == ref.shape
+        scores = np.abs(y[:, 4:] - ref[:, 4:]).max()
+        assert scores < (1e-4 if "int8" not in v else 0.1), f"{v}: class scores differ by {scores}"
 
     order = ["pytorch", "openvino-f32", "onnxruntime", "openvino-int8"]
     rows = deploy.map_rows(setup["weights"], setup["data"], IMGSZ, setup["tmp"], variants=order, targets=targets,
@@ -181,3 +184,30 @@ def test_openvino_precision_hint_applies_to_every_compile(setup):
         compiled = ov.Core().compile_model(xml, device_name="CPU", config={"PERFORMANCE_HINT": "LATENCY"})
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     assert ov.Core.compile_model is original
+
+
+def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
+    import benchmarks as bm
+
+    rows = bm.run([], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
+                  map_weights=[setup["weights"]], data=str(setup["data"]), calib_images=8, memory=False,
+                  stock_malloc=True)
+    assert [r["model"] for r in rows] == ["yolov5n"]  # named after the YAML the checkpoint was built from
+    deployed = list(csv.DictReader((tmp_path / "exp" / "deploy.csv").open()))
+    assert [d["variant"] for d in deployed] == ["pytorch", "onnxruntime", "openvino-int8"]
+    by = {d["variant"]: d for d in deployed}
+    assert float(by["pytorch"]["speedup"]) == 1.0 and float(by["onnxruntime"]["latency_ms"]) > 0
+    assert float(by["pytorch"]["map50_95"]) == pytest.approx(rows[0]["map50_95"])
+    # the fp32 export scores what PyTorch scores up to letterboxing (static batch 1 vs val.py's rectangular batches)
+    assert abs(float(by["onnxruntime"]["delta_map50_95"])) < 2.0
+    assert by["openvino-int8"]["map50_95"] != ""
+    text = (tmp_path / "exp" / "benchmarks.md").read_text()
+    assert "Deployment" in text and "| openvino-int8 |" in text and "Δ mAP50-95 vs PyTorch" in text
+
+
+def test_weights_of_a_listed_model_get_their_own_row(setup):
+    import benchmarks as bm
+
+    specs = bm.resolve_models(["yolov5n", str(setup["weights"])])
+    assert [s.name for s in specs] == ["yolov5n", "yolov5n [tiny.pt]"] and specs[1].weights
+    assert bm.baseline_name(specs[1].name) == "yolov5n"

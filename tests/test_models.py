@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from benchmarks import PAPER  # the paper's Table 2 (params in M, GFLOPs, mAP)
 from models.common import CA, CBAM, EMA, SA, Conv
 from models.yolo import Detect, Model, ModelYAMLError, count_flops, main
 
@@ -27,11 +28,6 @@ EXACT_PARAMS = {
     "yolov5x-p2-ema": 91_179_620,
     "yolov5x-p2-ca": 91_278_630,
     "yolov5x-p2-cbam": 91_309_630,
-}
-PAPER = {  # (params in M, GFLOPs) as printed in the paper's Table 2
-    "yolov5s": (7.23, 16.5), "yolov5s-cbam": (7.27, 16.6), "yolov5s-sa": (7.23, 16.5), "yolov5s-eca": (7.23, 16.5),
-    "yolov5s-ca": (7.26, 16.50), "yolov5s-ema": (7.24, 16.53), "yolov5x-p2": (90.96, 314.2),
-    "yolov5x-p2-cbam": (91.31, 315.1), "yolov5x-p2-ca": (91.28, 315.2), "yolov5x-p2-ema": (91.18, 315.0),
 }
 ALL_YAMLS = sorted(p.stem for p in MODELS.glob("yolo*.yaml"))
 
@@ -53,13 +49,13 @@ def n_params(m: torch.nn.Module) -> int:
 def test_exact_parameter_count(name):
     n = n_params(build(name))
     assert n == EXACT_PARAMS[name]
-    assert abs(n / 1e6 - PAPER[name][0]) <= 0.01 + 1e-9
+    assert abs(n / 1e6 - PAPER[name].params_m) <= 0.01 + 1e-9
 
 
 @pytest.mark.parametrize("name", list(PAPER))
 def test_gflops_within_1p5_percent_of_paper(name):
     ours = count_flops(build(name), 640)
-    paper = PAPER[name][1]
+    paper = PAPER[name].gflops
     assert paper <= ours <= paper * 1.015, f"{name}: {ours:.2f} GFLOPs vs paper {paper}"
 
 

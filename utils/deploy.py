@@ -13,21 +13,16 @@ Variants (``VARIANTS``; the file each needs comes from ``export.py``):
 ``openvino-int8-bf16`` the INT8 IR with its remaining float ops in bf16 (BF16 CPUs)
 =====================  ===================================================================================
 
-Typical use (``benchmarks.py --formats`` does this for each model row)::
+``python benchmarks.py --formats onnx,openvino [--map best.pt]`` times (and scores) them; for each model row it does::
 
-    files = export_variants(model, "yolov5s-ema", variants, imgsz=640, save_dir=d, data="data/shapes.yaml")
-    calls = variant_calls(model, files, np.random.rand(1, 3, 640, 640).astype(np.float32), threads=2)
-    rows = latency_rows(time_interleaved(calls))                   # median ms and speed-up vs pytorch
-    rows = map_rows(weights_pt, "data/shapes.yaml", imgsz=256, save_dir=d)   # mAP of each variant (val.py)
+    targets = export_variants(model, "yolov5s-ema", variants, imgsz=640, save_dir=d, data="data/shapes.yaml")
+    calls = variant_calls(targets, np.random.rand(1, 3, 640, 640).astype(np.float32), threads=2)  # timed interleaved
+    rows = map_rows(weights_pt, "data/shapes.yaml", imgsz=640, save_dir=d, targets=targets)  # mAP of each (val.py)
 """
 
 from __future__ import annotations
 
 import contextlib
-import platform
-import statistics
-import subprocess
-import time
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -90,16 +85,6 @@ def check_variants(variants: Iterable[str]) -> list[str]:
         raise ValueError(f"{', '.join(v for v in out if v in BF16_VARIANTS)}: this CPU has no BF16 support in "
                          f"OpenVINO (capabilities {openvino_capabilities()})")
     return out
-
-
-def cpu_name() -> str:
-    """The CPU model name as ``lscpu`` prints it (falls back to ``platform.processor()``)."""
-    with contextlib.suppress(Exception):
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -195,34 +180,6 @@ def variant_calls(targets: dict[str, Any], im: np.ndarray, threads: int | None =
     return {v: (lambda f=runner(v, t, threads): f(x)) for v, t in targets.items()}
 
 
-def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int = 30, warmup: int = 3,
-                     seed: int = 0) -> dict[str, list[float]]:
-    """Round-robin timing: ``warmup`` untimed rounds, then ``rounds`` rounds each calling every function once, in a
-    fresh (seeded) random order per round so that no variant always follows the same one and machine drift hits all
-    alike. Returns seconds per call."""
-    names = list(calls)
-    for _ in range(warmup):
-        for k in names:
-            calls[k]()
-    times: dict[str, list[float]] = {k: [] for k in names}
-    rng = np.random.default_rng(seed)
-    for _ in range(rounds):
-        for k in (names[i] for i in rng.permutation(len(names))):
-            t = time.perf_counter()
-            calls[k]()
-            times[k].append(time.perf_counter() - t)
-    return times
-
-
-def latency_rows(times: dict[str, list[float]], baseline: str = "pytorch", threads: int | None = None) -> list[dict]:
-    """One row per variant: median and min latency (ms), runs, speed-up over ``baseline`` (when timed), threads."""
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    threads = threads or torch.get_num_threads()
-    return [{"variant": k, "latency_ms": med[k], "latency_min_ms": min(v) * 1e3, "runs": len(v),
-             "speedup": med[baseline] / med[k] if baseline in med else None, "threads": threads}
-            for k, v in times.items()]
-
-
 # ----------------------------------------------------------------------------------------------------
 # mAP of each variant, through val.py
 # ----------------------------------------------------------------------------------------------------
@@ -250,10 +207,11 @@ def openvino_precision(hint: str | None) -> Iterator[None]:
 
 
 def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, variants: Iterable[str] | None = None,
-             calib_images: int = 300, batch_size: int = 32, targets: dict[str, Any] | None = None) -> list[dict]:
+             calib_images: int = 300, batch_size: int = 32, targets: dict[str, Any] | None = None,
+             device: str = "cpu") -> list[dict]:
     """mAP@.5 and mAP@.5:.95 (in %) of each variant of ``weights`` (a trained ``.pt``) on ``data``'s val split at
-    ``imgsz`` via val.py's ``run()``. Exports at ``imgsz`` into ``save_dir`` unless ``targets`` (from
-    ``export_variants``) are given.
+    ``imgsz`` via val.py's ``run()`` (PyTorch on ``device``, the exports on CPU). Exports at ``imgsz`` into
+    ``save_dir`` unless ``targets`` (from ``export_variants``) are given.
 
     ``delta_map50_95`` is the difference to PyTorch's mAP@.5:.95. PyTorch runs val.py's default (rectangular batches of
     ``batch_size``, padded by half a stride), exports a fixed batch of 1 on square letterboxed images, so part of that
@@ -271,8 +229,9 @@ def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, 
     for v in variants:
         source = weights if VARIANTS[v][0] == "pt" else targets[v]
         with openvino_precision(VARIANTS[v][1]):
-            stats = val.run(data=str(data), weights=[str(source)], imgsz=imgsz, batch_size=batch_size, device="cpu",
-                            plots=False, project=Path(save_dir) / "val", name=v, exist_ok=True)[0]
+            stats = val.run(data=str(data), weights=[str(source)], imgsz=imgsz, batch_size=batch_size,
+                            device=device if source == weights else "cpu", plots=False,
+                            project=Path(save_dir) / "val", name=v, exist_ok=True)[0]
         rows.append({"variant": v, "file": str(source), "map50": 100 * float(stats["metrics/mAP50(B)"]),
                      "map50_95": 100 * float(stats["metrics/mAP50-95(B)"])})
     by = {r["variant"]: r["map50_95"] for r in rows}
@@ -281,63 +240,3 @@ def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, 
         r["delta_map50_95"] = r["map50_95"] - by["pytorch"] if "pytorch" in by else None
         r["delta_vs_fp32_export"] = None if r["variant"] == "pytorch" or fp32 is None else r["map50_95"] - fp32
     return rows
-
-
-def markdown(rows: list[dict], keys: Sequence[str]) -> str:
-    """A Markdown table of ``rows`` with columns ``keys`` (floats with 2 decimals, missing values blank)."""
-    def cell(v: Any) -> str:
-        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Stand-alone: python -m utils.deploy --weights best.pt (until benchmarks.py --formats shows the same)
-# ----------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
-    """Latency of every variant at ``--imgsz`` (batch 1) and, for a trained ``.pt``, mAP at ``--map-imgsz``."""
-    import argparse
-
-    from utils import offline
-
-    offline.configure()
-    from models.yolo import Model
-    from utils.checkpoint import load_model
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--weights", default="models/yolov5s-ema.yaml", help="trained .pt, or a model YAML (latency only)")
-    p.add_argument("--variants", default=",".join(default_variants()), help=f"from {', '.join(VARIANTS)}")
-    p.add_argument("--data", default="data/shapes.yaml", help="calibration images and mAP")
-    p.add_argument("--imgsz", type=int, default=640, help="latency image size")
-    p.add_argument("--map-imgsz", type=int, default=0, help="mAP image size (0: no mAP)")
-    p.add_argument("--rounds", type=int, default=50, help="timed round-robin rounds")
-    p.add_argument("--threads", type=int, default=0, help="threads per runtime (0: torch.get_num_threads())")
-    p.add_argument("--calib-images", type=int, default=300)
-    p.add_argument("--save-dir", default="runs/deploy")
-    opt = p.parse_args(argv)
-    variants = check_variants(v.strip() for v in opt.variants.split(",") if v.strip())
-    w, save_dir, threads = Path(opt.weights), Path(opt.save_dir), opt.threads or torch.get_num_threads()
-    model = load_model(w, fuse=False) if w.suffix == ".pt" else Model(w, verbose=False).eval()
-    targets = export_variants(model, w.stem, variants, opt.imgsz, save_dir / str(opt.imgsz), opt.data,
-                              opt.calib_images)
-    im = np.random.default_rng(0).random((1, 3, opt.imgsz, opt.imgsz), dtype=np.float32)
-    lat = latency_rows(time_interleaved(variant_calls(targets, im, threads), rounds=opt.rounds), threads=threads)
-    print(f"\nLatency, {opt.imgsz}x{opt.imgsz} batch 1, {cpu_name()}, {threads} threads, median of {opt.rounds} "
-          f"interleaved runs\n" + markdown(lat, ["variant", "latency_ms", "latency_min_ms", "speedup"]))
-    maps = []
-    if opt.map_imgsz and w.suffix == ".pt":
-        maps = map_rows(w, opt.data, opt.map_imgsz, save_dir / str(opt.map_imgsz), variants, opt.calib_images)
-        print(f"\nmAP on {opt.data} val at {opt.map_imgsz}\n" +
-              markdown(maps, ["variant", "map50", "map50_95", "delta_map50_95", "delta_vs_fp32_export"]))
-    return lat, maps
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    main()
