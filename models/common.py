@@ -177,13 +177,16 @@ class EMA(nn.Module):
       (b) its ``d1``-weighted channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over
       each group. That costs 9 multiply-adds per input value instead of ``9 c``, but more (small) operations.
 
-    ``forward`` picks the dense form while its 3x3 conv is below ``DENSE_MACS`` multiply-adds (yolov5s at 640,
-    batch 1) and the factored one above (training batches, yolov5x-p2): on CPU that is the faster of the two
-    (``python benchmarks.py --modules``). The choice depends only on shapes; an exported graph keeps the one
-    taken at export time, which is exact at every input size.
+    ``forward`` picks the dense form on feature maps of fewer than ``DENSE_BELOW`` positions (batch x height x
+    width; 10x10 maps, where the factored form's extra small operations cost more than they save) and the
+    factored one from 20x20 up (yolov5s and yolov5x-p2 at 640, training batches): on CPU that is the faster of
+    the two (``python benchmarks.py --modules``). Traced exports take ``TRACED`` (the dense form): runtimes fuse its
+    few large operations well, and INT8 quantizers (NNCF) handle its convolutions but not the factored form's
+    batched matmuls. Both forms are exact at every input size, so an exported graph is valid for any shape.
     """
 
-    DENSE_MACS = 40e6
+    DENSE_BELOW = 400
+    TRACED = "dense"  # exports (ONNX, TorchScript, OpenVINO) get the paper's graph, which runtimes fuse and quantize
 
     def __init__(self, c1: int, factor: int = 32):
         super().__init__()
@@ -195,10 +198,11 @@ class EMA(nn.Module):
         self.conv3x3 = nn.Conv2d(c, c, kernel_size=3, padding=1)
 
     def formulation(self, x: torch.Tensor) -> str:
-        """``dense`` or ``factored``: the form ``forward`` uses for an input shaped like ``x``."""
+        """``dense`` or ``factored``: the form ``forward`` uses for an input shaped like ``x`` (``TRACED`` when traced)."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.TRACED
         b, _, h, w = x.shape
-        c = self.gn.num_channels
-        return "dense" if b * self.groups * c * c * 9 * h * w <= self.DENSE_MACS else "factored"
+        return "dense" if b * h * w < self.DENSE_BELOW else "factored"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_dense(x) if self.formulation(x) == "dense" else self.forward_factored(x)

@@ -210,10 +210,10 @@ def test_modules_tiny(tmp_path):
 # ----- EMA: its two formulations are the same function ------------------------------------------------
 
 
-def ema(c: int = 256, factor: int = 32, dense_macs: float | None = None) -> EMA:
+def ema(c: int = 256, factor: int = 32, dense_below: float | None = None) -> EMA:
     m = randomize(EMA(c, factor))
-    if dense_macs is not None:
-        m.DENSE_MACS = dense_macs  # force a formulation: 0 -> factored, inf -> dense
+    if dense_below is not None:  # force a formulation, also when traced: 0 -> factored, inf -> dense
+        m.DENSE_BELOW, m.TRACED = dense_below, "dense" if dense_below else "factored"
     return m
 
 
@@ -241,18 +241,29 @@ def test_ema_forward_picks_the_cheaper_formulation_by_size():
     m = ema().eval()
     small, large = torch.randn(1, 256, 4, 4), torch.randn(2, 256, 40, 40)
     assert m.formulation(small) == "dense" and m.formulation(large) == "factored"
-    assert m.formulation(torch.empty(1, 256, 40, 40, device="meta")) == "dense"  # yolov5s P4 at 640, batch 1
-    assert EMA(640).formulation(torch.empty(1, 640, 40, 40, device="meta")) == "factored"  # yolov5x-p2
+    meta = {size: torch.empty(1, 512, size, size, device="meta") for size in (10, 20)}
+    assert m.formulation(meta[10]) == "dense"  # yolov5s P5 at 320
+    assert m.formulation(meta[20]) == "factored"  # yolov5s P5 at 640
     with torch.no_grad():
         assert torch.equal(m(small), m.forward_dense(small)) and torch.equal(m(large), m.forward_factored(large))
 
 
+def test_traced_ema_takes_the_dense_graph(monkeypatch):
+    m = ema().eval()
+    x = torch.randn(1, 256, 24, 24)  # factored in eager mode
+    with torch.no_grad():
+        y = m(x)
+        monkeypatch.setattr(m, "forward_factored", lambda _: pytest.fail("traced the factored form"))
+        traced = torch.jit.trace(m, x, check_trace=False)  # the check would re-run the eager (factored) forward
+    assert (traced(x) - y).abs().max() < 1e-5
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter, which export.py uses
-@pytest.mark.parametrize("dense_macs", [0.0, math.inf], ids=["factored", "dense"])
-def test_ema_exports_to_onnx_with_dynamic_shapes(dense_macs, tmp_path):
+@pytest.mark.parametrize("dense_below", [0.0, math.inf], ids=["factored", "dense"])
+def test_ema_exports_to_onnx_with_dynamic_shapes(dense_below, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    m = ema(64, 8, dense_macs).eval()
+    m = ema(64, 8, dense_below).eval()
     f = tmp_path / "ema.onnx"
     torch.onnx.export(m, torch.randn(1, 64, 8, 8), str(f), input_names=["x"], output_names=["y"], opset_version=17,
                       dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
@@ -264,22 +275,22 @@ def test_ema_exports_to_onnx_with_dynamic_shapes(dense_macs, tmp_path):
             assert (y - m.forward_dense(x)).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("dense_macs", [0.0, math.inf], ids=["factored", "dense"])
-def test_ema_converts_to_openvino(dense_macs):
+@pytest.mark.parametrize("dense_below", [0.0, math.inf], ids=["factored", "dense"])
+def test_ema_converts_to_openvino(dense_below):
     ov = pytest.importorskip("openvino")
-    m = ema(64, 8, dense_macs).eval()
+    m = ema(64, 8, dense_below).eval()
     x = torch.randn(2, 64, 9, 11)
     compiled = ov.Core().compile_model(ov.convert_model(m, example_input=x), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     with torch.no_grad():
         assert (torch.from_numpy(compiled(x.numpy())[0]) - m.forward_dense(x)).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("dense_macs", [0.0, math.inf], ids=["factored", "dense"])
-def test_thop_rule_counts_what_ema_executes(dense_macs):
+@pytest.mark.parametrize("dense_below", [0.0, math.inf], ids=["factored", "dense"])
+def test_thop_rule_counts_what_ema_executes(dense_below):
     thop = pytest.importorskip("thop")
-    m = ema(256, 32, dense_macs).eval()
+    m = ema(256, 32, dense_below).eval()
     x = torch.zeros(1, 256, 20, 24)
     macs = thop.profile(m, inputs=(x,), verbose=False, custom_ops=THOP_CUSTOM_OPS)[0]
     c = 256 // 32
-    branch3x3 = 9 * c if dense_macs else 9 + 1  # dense 3x3 conv, or depthwise 3x3 + channel sum
+    branch3x3 = 9 * c if dense_below else 9 + 1  # dense 3x3 conv, or depthwise 3x3 + channel sum
     assert macs == 256 * (20 + 24) * c + (4 + branch3x3) * x.numel()  # + pooled 1x1 conv and GroupNorm
