@@ -31,6 +31,7 @@ import contextlib
 import csv
 import math
 import platform
+import re
 import statistics
 import sys
 import time
@@ -385,7 +386,8 @@ def export_calls(model: nn.Module, name: str, variants: list[str], im: torch.Ten
                  calib_images: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     """Export ``model`` for each variant (INT8 calibrated on ``data``); return per variant a call running it on ``im``
     and the exported files (for mAP)."""
-    targets = deploy.export_variants(model, name, variants, list(im.shape[2:]), save_dir / "export", data=data,
+    stem = re.sub(r"[^\w-]+", "_", name).strip("_")  # "yolov5s-ema [exp/best.pt]" -> "yolov5s-ema_exp_best_pt"
+    targets = deploy.export_variants(model, stem, variants, list(im.shape[2:]), save_dir / "export", data=data,
                                      calib_images=calib_images, batch_size=im.shape[0])
     return deploy.variant_calls(targets, im.cpu().float().numpy(), torch.get_num_threads()), targets
 

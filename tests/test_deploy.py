@@ -189,15 +189,18 @@ def test_openvino_precision_hint_applies_to_every_compile(setup):
 def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
     import benchmarks as bm
 
-    rows = bm.run([], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
+    rows = bm.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
                   map_weights=[setup["weights"]], data=str(setup["data"]), calib_images=8, memory=False,
                   stock_malloc=True)
-    assert [r["model"] for r in rows] == ["yolov5n"]  # named after the YAML the checkpoint was built from
+    # the weights are named after the YAML they were built from, tagged with the file next to that YAML's own row
+    assert [r["model"] for r in rows] == ["yolov5n", "yolov5n [tiny.pt]"]
     deployed = list(csv.DictReader((tmp_path / "exp" / "deploy.csv").open()))
-    assert [d["variant"] for d in deployed] == ["pytorch", "onnxruntime", "openvino-int8"]
-    by = {d["variant"]: d for d in deployed}
+    assert [(d["model"], d["variant"]) for d in deployed] == [
+        (r["model"], v) for r in rows for v in ("pytorch", "onnxruntime", "openvino-int8")]
+    assert (tmp_path / "exp" / "export" / "yolov5n_tiny_pt_int8_openvino_model").is_dir()
+    by = {d["variant"]: d for d in deployed if d["model"] == "yolov5n [tiny.pt]"}
     assert float(by["pytorch"]["speedup"]) == 1.0 and float(by["onnxruntime"]["latency_ms"]) > 0
-    assert float(by["pytorch"]["map50_95"]) == pytest.approx(rows[0]["map50_95"])
+    assert float(by["pytorch"]["map50_95"]) == pytest.approx(rows[1]["map50_95"])
     # the fp32 export scores what PyTorch scores up to letterboxing (static batch 1 vs val.py's rectangular batches)
     assert abs(float(by["onnxruntime"]["delta_map50_95"])) < 2.0
     assert by["openvino-int8"]["map50_95"] != ""
