@@ -392,11 +392,13 @@ def export_calls(model: nn.Module, name: str, variants: list[str], im: torch.Ten
     return deploy.variant_calls(targets, im.cpu().float().numpy(), torch.get_num_threads()), targets
 
 
-def measure_map(weights: Path, data: str, imgsz: int, device: str, save_dir: Path, variants: list[str],
-                targets: dict[str, Any]) -> list[dict]:
-    """mAP@.5 and mAP@.5:.95 (in %) of ``weights`` in PyTorch and in each exported variant, via val.py."""
-    return deploy.map_rows(weights, data, imgsz, save_dir / "val" / weights.stem, ["pytorch", *variants],
-                           targets=targets, device=device)
+def measure_map(weights: Path, data: str, imgsz: int, device: str, save_dir: Path) -> tuple[float, float]:
+    """(mAP@.5, mAP@.5:.95) in % of ``weights`` on ``data`` with val.py's defaults."""
+    import val
+
+    stats = val.run(data=data, weights=[str(weights)], imgsz=imgsz, device=device, plots=False,
+                    project=save_dir / "val", name=weights.stem, exist_ok=True)[0]
+    return 100 * float(stats["metrics/mAP50(B)"]), 100 * float(stats["metrics/mAP50-95(B)"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -618,6 +620,7 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
     log(f"benchmarks: {len(specs)} models, {imgsz}x{imgsz} batch {batch_size}, {dev} {'fp16' if half else 'fp32'}, "
         f"{torch.get_num_threads()} threads, {clock} clock -> {save_dir}")
 
+    setup = f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}"  # before val.py changes the threads
     rows, fused = measure_rows(specs, imgsz, dev, half)
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev, dtype=torch.float16 if half else torch.float32)
     deploy_rows, targets = measure_latency(rows, fused, im, fmts, timing, save_dir, memory, data, calib_images)
@@ -626,14 +629,15 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
         measure_training(rows, specs, train_batch_size, train_imgsz, dev, half, timing)
     for r, s in zip(rows, specs):
         if s.weights and map_weights:
-            maps = {m["variant"]: m for m in measure_map(s.source, data, imgsz, device, save_dir, fmts,
-                                                         targets.get(s.name, {}))}
-            r["map50"], r["map50_95"] = maps["pytorch"]["map50"], maps["pytorch"]["map50_95"]
-            for d in deploy_rows:
-                if d["model"] == s.name:
-                    d.update({k: maps[d["variant"]][k] for k in ("map50", "map50_95", "delta_map50_95",
-                                                                  "delta_vs_fp32_export")})
-    setup = f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}"
+            r["map50"], r["map50_95"] = measure_map(s.source, data, imgsz, device, save_dir)
+            if fmts:
+                scored = deploy.map_rows(s.source, data, imgsz, save_dir / "val" / s.source.stem, ["pytorch", *fmts],
+                                         targets=targets[s.name], device=device)
+                maps = {m["variant"]: m for m in scored}
+                for d in deploy_rows:
+                    if d["model"] == s.name:
+                        d.update({k: maps[d["variant"]][k] for k in ("map50", "map50_95", "delta_map50_95",
+                                                                      "delta_vs_fp32_export")})
     return report(rows, save_dir, setup, clock, plots, deploy_rows)
 
 
@@ -692,7 +696,8 @@ def report(rows: list[dict], save_dir: Path, setup: str, clock: str = "wall", pl
     text = f"{header}\n\n{markdown_table(rows, columns_for(rows))}\n"
     if deploy_rows:
         columns = [c for c in DEPLOY_COLUMNS if any(r.get(c.key) is not None for r in deploy_rows)]
-        scored = "; mAP from val.py on the same exported files" if any("map50" in r for r in deploy_rows) else ""
+        scored = ("; mAP from val.py on the same exported files, PyTorch scored like them (batch 1, square images)"
+                  if any("map50" in r for r in deploy_rows) else "")
         text += (f"\nDeployment · {what} of each runtime, timed in the same interleaved rounds{scored}\n\n"
                  f"{markdown_table(deploy_rows, columns)}\n")
         log(f"benchmarks: saved {write_csv(deploy_rows, save_dir / 'deploy.csv')}")

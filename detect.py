@@ -208,6 +208,7 @@ def run(
     from ultralytics.utils.torch_utils import select_device
 
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.engine import all_cores
     from utils.visualize import AttentionRecorder, FeatureRecorder, save_attention_maps, save_feature_maps
 
     source = str(source)
@@ -215,7 +216,8 @@ def run(
     webcam = is_stream(source)
     save_img = not nosave
     # Model
-    dev = select_device(device, verbose=False)
+    with all_cores():
+        dev = select_device(device, verbose=False)
     keep_freed_memory_on_cpu(dev.type)
     backend = load_detector(weights, dev, half)
     stride, names = int(backend.stride), backend.names

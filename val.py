@@ -60,10 +60,11 @@ def run(data: str = "data/shapes.yaml", weights: str | list[str] = (), batch_siz
         conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "",
         workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
         save_txt: bool = False, save_conf: bool = False, save_json: bool = False, project: str | Path = ROOT / "runs" / "val",
-        name: str = "exp", exist_ok: bool = False, half: bool = False, plots: bool = True) -> list[dict]:
+        name: str = "exp", exist_ok: bool = False, half: bool = False, plots: bool = True,
+        rect: bool = True) -> list[dict]:
     """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``, ``metrics/mAP50-95(B)``...)."""
     from utils.allocator import keep_freed_memory_on_cpu
-    from utils.engine import YOLOv5Validator, increment_dir, resolve_data
+    from utils.engine import YOLOv5Validator, all_cores, increment_dir, resolve_data
 
     keep_freed_memory_on_cpu(device)
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
@@ -79,10 +80,11 @@ def run(data: str = "data/shapes.yaml", weights: str | list[str] = (), batch_siz
             "conf": conf_thres, "iou": iou_thres, "max_det": max_det, "split": "val" if task == "speed" else task,
             "device": device or None, "workers": workers, "single_cls": single_cls, "augment": augment,
             "verbose": verbose, "save_txt": save_txt, "save_conf": save_conf, "save_json": save_json,
-            "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "rect": True,
+            "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "rect": rect,
         }
         validator = YOLOv5Validator(args=args, save_dir=save_dir)
-        stats = validator(model=load_for_validation(w, device))
+        with all_cores():
+            stats = validator(model=load_for_validation(w, device))
         stats["speed"] = dict(validator.speed)
         results.append(stats)
     return results

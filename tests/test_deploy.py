@@ -152,8 +152,7 @@ def test_deploy_timing_and_map_rows(setup):
         assert scores < (1e-4 if "int8" not in v else 0.1), f"{v}: class scores differ by {scores}"
 
     order = ["pytorch", "openvino-f32", "onnxruntime", "openvino-int8"]
-    rows = deploy.map_rows(setup["weights"], setup["data"], IMGSZ, setup["tmp"], variants=order, targets=targets,
-                           batch_size=8)
+    rows = deploy.map_rows(setup["weights"], setup["data"], IMGSZ, setup["tmp"], variants=order, targets=targets)
     assert [r["variant"] for r in rows] == order
     for r in rows:
         assert set(r) == {"variant", "file", "map50", "map50_95", "delta_map50_95", "delta_vs_fp32_export"}
@@ -161,7 +160,8 @@ def test_deploy_timing_and_map_rows(setup):
         assert r["delta_map50_95"] == r["map50_95"] - rows[0]["map50_95"]
     by = {r["variant"]: r for r in rows}
     assert by["pytorch"]["delta_vs_fp32_export"] is None and by["openvino-f32"]["delta_vs_fp32_export"] == 0
-    assert abs(by["onnxruntime"]["map50_95"] - by["openvino-f32"]["map50_95"]) < 0.5  # fp32 runtimes agree
+    for fp32 in ("onnxruntime", "openvino-f32"):  # scored on the same inputs as PyTorch: fp32 runtimes agree with it
+        assert abs(by[fp32]["delta_map50_95"]) < 0.05
     int8, f32 = by["openvino-int8"], by["openvino-f32"]
     assert int8["delta_vs_fp32_export"] == int8["map50_95"] - f32["map50_95"]
 
@@ -200,9 +200,8 @@ def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
     assert (tmp_path / "exp" / "export" / "yolov5n_tiny_pt_int8_openvino_model").is_dir()
     by = {d["variant"]: d for d in deployed if d["model"] == "yolov5n [tiny.pt]"}
     assert float(by["pytorch"]["speedup"]) == 1.0 and float(by["onnxruntime"]["latency_ms"]) > 0
-    assert float(by["pytorch"]["map50_95"]) == pytest.approx(rows[1]["map50_95"])
-    # the fp32 export scores what PyTorch scores up to letterboxing (static batch 1 vs val.py's rectangular batches)
-    assert abs(float(by["onnxruntime"]["delta_map50_95"])) < 2.0
+    assert float(by["pytorch"]["map50_95"]) >= 0 and rows[1]["map50_95"] >= 0  # val.py defaults vs export-like
+    assert abs(float(by["onnxruntime"]["delta_map50_95"])) < 0.05  # same inputs, fp32: the same score
     assert by["openvino-int8"]["map50_95"] != ""
     text = (tmp_path / "exp" / "benchmarks.md").read_text()
     assert "Deployment" in text and "| openvino-int8 |" in text and "Δ mAP50-95 vs PyTorch" in text

@@ -1,4 +1,5 @@
-"""Offline by default: no telemetry, no hub look-ups, plot fonts from installed packages (network is blocked here)."""
+"""Engine defaults we change: offline (no telemetry, no hub look-ups, plot fonts from installed packages; the network
+is blocked here) and every core for inference."""
 
 from pathlib import Path
 
@@ -34,3 +35,24 @@ def test_plots_with_non_ascii_class_names(tmp_path):
     ann = Annotator(np.zeros((64, 64, 3), np.uint8), example=str(names))
     ann.box_label([4, 4, 40, 40], "Fußgänger 0.9")
     assert ann.result().any()
+
+
+def test_inference_keeps_every_core(monkeypatch):
+    """The engine's select_device leaves a core to data loaders; val.py/detect.py inference must not lose it."""
+    import torch
+    from ultralytics.utils.torch_utils import select_device
+
+    from utils import engine
+
+    n = torch.get_num_threads()
+    monkeypatch.setattr(engine, "TORCH_THREADS", 3)
+    monkeypatch.setattr(engine.torch_utils, "NUM_THREADS", 1)
+    try:
+        with engine.all_cores():
+            select_device("cpu", verbose=False)
+            assert torch.get_num_threads() == 3
+        assert engine.torch_utils.NUM_THREADS == 1  # training keeps the engine's choice
+        select_device("cpu", verbose=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(n)

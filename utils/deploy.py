@@ -207,16 +207,15 @@ def openvino_precision(hint: str | None) -> Iterator[None]:
 
 
 def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, variants: Iterable[str] | None = None,
-             calib_images: int = 300, batch_size: int = 32, targets: dict[str, Any] | None = None,
-             device: str = "cpu") -> list[dict]:
+             calib_images: int = 300, targets: dict[str, Any] | None = None, device: str = "cpu") -> list[dict]:
     """mAP@.5 and mAP@.5:.95 (in %) of each variant of ``weights`` (a trained ``.pt``) on ``data``'s val split at
     ``imgsz`` via val.py's ``run()`` (PyTorch on ``device``, the exports on CPU). Exports at ``imgsz`` into
     ``save_dir`` unless ``targets`` (from ``export_variants``) are given.
 
-    ``delta_map50_95`` is the difference to PyTorch's mAP@.5:.95. PyTorch runs val.py's default (rectangular batches of
-    ``batch_size``, padded by half a stride), exports a fixed batch of 1 on square letterboxed images, so part of that
-    difference is preprocessing; ``delta_vs_fp32_export`` compares with the fp32 export of the same runtime
-    (``onnxruntime`` or ``openvino-f32``, when measured), which sees exactly the same inputs."""
+    PyTorch is scored the way the exports are (batch 1, square letterboxed images; val.py's default rectangular
+    batches score a little differently), so ``delta_map50_95``, the difference to PyTorch's mAP@.5:.95, is the
+    runtime's and precision's alone; ``delta_vs_fp32_export`` compares with the fp32 export of the same runtime
+    (``onnxruntime`` or ``openvino-f32``, when measured)."""
     import val
     from utils.checkpoint import load_model
 
@@ -229,7 +228,7 @@ def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, 
     for v in variants:
         source = weights if VARIANTS[v][0] == "pt" else targets[v]
         with openvino_precision(VARIANTS[v][1]):
-            stats = val.run(data=str(data), weights=[str(source)], imgsz=imgsz, batch_size=batch_size,
+            stats = val.run(data=str(data), weights=[str(source)], imgsz=imgsz, batch_size=1, rect=False,
                             device=device if source == weights else "cpu", plots=False,
                             project=Path(save_dir) / "val", name=v, exist_ok=True)[0]
         rows.append({"variant": v, "file": str(source), "map50": 100 * float(stats["metrics/mAP50(B)"]),

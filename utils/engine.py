@@ -10,6 +10,7 @@ Everything that depends on the engine's internals lives here, so a version bump 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from copy import copy, deepcopy
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator  # noqa: E402
 from ultralytics.utils import LOGGER, RANK, colorstr  # noqa: E402
+from ultralytics.utils import torch_utils  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from models.yolo import Model  # noqa: E402
@@ -56,6 +58,24 @@ YOLOV5_ENGINE_DEFAULTS: dict[str, Any] = {
     "deterministic": True,
 }
 DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+
+
+TORCH_THREADS = torch.get_num_threads()  # torch's default, one per core, before the engine lowers it
+
+
+@contextlib.contextmanager
+def all_cores() -> Any:
+    """Within the block the engine's ``select_device`` keeps torch's default thread count for CPU inference.
+
+    The engine sets ``cpu_count - 1`` threads, leaving a core to the training data loaders; val.py and detect.py
+    load data in the main process, so on a 2-core machine that would halve their speed (YOLOv5 keeps the default).
+    """
+    saved = torch_utils.NUM_THREADS
+    torch_utils.NUM_THREADS = TORCH_THREADS
+    try:
+        yield
+    finally:
+        torch_utils.NUM_THREADS = saved
 
 
 class HypError(ValueError):
