@@ -110,7 +110,7 @@ def run(argv: list[str] | None = None, **kwargs):
         setattr(opt, k, v)
     from models.yolo import resolve_cfg
     from utils.allocator import keep_freed_memory_on_cpu
-    from utils.engine import YOLOv5Trainer, cfg_of_weights, latest_run, load_hyp
+    from utils.engine import YOLOv5Trainer, all_cores, cfg_of_weights, latest_run, load_hyp
 
     keep_freed_memory_on_cpu(opt.device)
 
@@ -118,8 +118,9 @@ def run(argv: list[str] | None = None, **kwargs):
         last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
         if not last.is_file():
             raise FileNotFoundError(f"--resume: checkpoint {last} not found")
-        trainer = YOLOv5Trainer(overrides={"resume": str(last), "model": str(last)}, hyp=load_hyp(hyp_path(opt)))
-        trainer.train()
+        with all_cores():
+            trainer = YOLOv5Trainer(overrides={"resume": str(last), "model": str(last)}, hyp=load_hyp(hyp_path(opt)))
+            trainer.train()
         return trainer
 
     hyp = load_hyp(hyp_path(opt))
@@ -130,9 +131,10 @@ def run(argv: list[str] | None = None, **kwargs):
         cfg = cfg_of_weights(opt.weights, Path(opt.project))  # fine-tune the architecture stored in the weights
     else:
         cfg = str(resolve_cfg(DEMO["cfg"]))
-    trainer = YOLOv5Trainer(overrides=engine_overrides(opt, cfg), hyp=hyp, weights=opt.weights or None,
-                            autoanchor=not opt.noautoanchor, sync_bn=opt.sync_bn)
-    trainer.train()
+    with all_cores():
+        trainer = YOLOv5Trainer(overrides=engine_overrides(opt, cfg), hyp=hyp, weights=opt.weights or None,
+                                autoanchor=not opt.noautoanchor, sync_bn=opt.sync_bn)
+        trainer.train()
     return trainer
 
 

@@ -51,7 +51,7 @@ def test_inference_keeps_every_core(monkeypatch):
         with engine.all_cores():
             select_device("cpu", verbose=False)
             assert torch.get_num_threads() == 3
-        assert engine.torch_utils.NUM_THREADS == 1  # training keeps the engine's choice
+        assert engine.torch_utils.NUM_THREADS == 1  # outside the block: the engine's choice
         select_device("cpu", verbose=False)
         assert torch.get_num_threads() == 1
     finally:
