@@ -10,6 +10,7 @@ model YAML (``[-1, 1, EMA, []]``) or a string (``build_attention("cbam", 256)``)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -141,24 +142,31 @@ def _check_divisible(name: str, channels: int, divisor: int, what: str) -> None:
             f"use a channel count that is a multiple of {divisor}, or change the module's option")
 
 
-def _window_means_3x3(x: torch.Tensor, row_mean: torch.Tensor, col_mean: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the window each tap of a zero-padded 3x3 convolution reads: ``(b, C, 3, 3)``.
+@functools.lru_cache(maxsize=64)
+def _window_mean_operators(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Constants that turn an ``h x w`` map's row/column means and corners into the mean each 3x3 tap reads.
 
-    Tap ``(ky, kx)`` reads ``x`` shifted by ``(ky - 1, kx - 1)``; with zero padding, offset -1 misses the last
-    row (column), offset +1 the first and offset 0 nothing. So each window mean is the image mean minus the
-    missed row and column plus their corner, which was subtracted twice. ``row_mean`` and ``col_mean`` are
-    ``x.mean(3)`` and ``x.mean(2)``. A convolution's output mean is its kernel applied to this tensor plus
-    its bias, so this gives the mean without running the convolution.
+    Tap ``(ky, kx)`` of a zero-padded 3x3 convolution reads the input shifted by ``(ky - 1, kx - 1)``: offset -1
+    misses the last row (column), +1 the first, 0 nothing. So its window mean is the image mean, minus the missed
+    row's and column's shares, plus their corner (subtracted twice). Returns ``select`` (``(h + w, 5)``: concatenated
+    row and column means -> image mean, first/last row share, first/last column share), ``taps`` (``(9, 9)``: those
+    five plus the four corners -> the nine window means) and the corner indices along H and W.
     """
-    h, w = x.shape[2], x.shape[3]
-    # the row/column missed by offsets -1 and +1: the last and the first
-    missed_row = torch.stack((row_mean[..., -1], row_mean[..., 0]), -1).unsqueeze(-1) / h  # (b, C, 2, 1), share of mean
-    missed_col = torch.stack((col_mean[..., -1], col_mean[..., 0]), -1).unsqueeze(-2) / w  # (b, C, 1, 2)
-    edge_rows = torch.stack((x[:, :, -1], x[:, :, 0]), 2)  # (b, C, 2, w)
-    corner = torch.stack((edge_rows[..., -1], edge_rows[..., 0]), -1) / (h * w)  # (b, C, 2, 2)
-    spread = x.new_tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])  # offsets (-1, 0, +1) <- missed edge (last, first)
-    image_mean = row_mean.mean(2)[..., None, None]
-    return image_mean - spread @ missed_row - missed_col @ spread.t() + spread @ corner @ spread.t()
+    with torch.inference_mode(False):  # cached constants must also serve later autograd passes
+        select = torch.zeros(h + w, 5, dtype=torch.float64)
+        select[:h, 0] = 1 / h
+        select[0, 1] += 1 / h
+        select[h - 1, 2] += 1 / h
+        select[h, 3] += 1 / w
+        select[h + w - 1, 4] += 1 / w
+        taps = torch.zeros(9, 3, 3, dtype=torch.float64)  # summary feature -> tap (ky, kx)
+        taps[0] = 1
+        taps[2, 0, :], taps[1, 2, :] = -1, -1  # ky = 0 misses the last row, ky = 2 the first
+        taps[4, :, 0], taps[3, :, 2] = -1, -1
+        corner = 1 / (h * w)  # features 5-8: x[0, 0], x[0, -1], x[-1, 0], x[-1, -1]
+        taps[8, 0, 0], taps[7, 0, 2], taps[6, 2, 0], taps[5, 2, 2] = corner, corner, corner, corner
+        edges = torch.tensor([0, h - 1], device=device), torch.tensor([0, w - 1], device=device)
+        return select.to(device, dtype), taps.reshape(9, 9).to(device, dtype), *edges
 
 
 class EMA(nn.Module):
@@ -173,19 +181,18 @@ class EMA(nn.Module):
     * ``forward_factored``, which never runs the dense ``c x c`` 3x3 conv of each group (``c = C / factor``):
       the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its softmax
       descriptor ``d1`` is ``softmax(gn.bias)``; the 3x3 branch ``x2`` then enters only through (a) its channel
-      means, which are the kernel applied to the per-tap window means of the input (``_window_means_3x3``), and
+      means, which are the kernel applied to the per-tap window means of the input (``_window_mean_operators``), and
       (b) its ``d1``-weighted channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over
       each group. That costs 9 multiply-adds per input value instead of ``9 c``, but more (small) operations.
 
     ``forward`` picks the dense form on feature maps of fewer than ``DENSE_BELOW`` positions (batch x height x
-    width; 10x10 maps, where the factored form's extra small operations cost more than they save) and the
-    factored one from 20x20 up (yolov5s and yolov5x-p2 at 640, training batches): on CPU that is the faster of
-    the two (``python benchmarks.py --modules``). Traced exports take ``TRACED`` (the dense form): runtimes fuse its
-    few large operations well, and INT8 quantizers (NNCF) handle its convolutions but not the factored form's
-    batched matmuls. Both forms are exact at every input size, so an exported graph is valid for any shape.
+    width: 5x5 maps and smaller, where the factored form's extra small operations cost as much as they save) and
+    the factored one above (1.1-1.6x faster from 10x10 up on CPU; ``python benchmarks.py --modules``). Traced exports take ``TRACED`` (the dense form, valid for every input
+    size): runtimes fuse its few large operations well and INT8 quantizers (NNCF) handle its convolutions, while
+    the factored form uses constants cached per feature-map size and is meant for eager PyTorch.
     """
 
-    DENSE_BELOW = 400
+    DENSE_BELOW = 36
     TRACED = "dense"  # exports (ONNX, TorchScript, OpenVINO) get the paper's graph, which runtimes fuse and quantize
 
     def __init__(self, c1: int, factor: int = 32):
@@ -226,24 +233,26 @@ class EMA(nn.Module):
         """The same function without the dense 3x3 conv (see the class docstring)."""
         b, _, h, w = x.shape
         g, c = self.groups, self.gn.num_channels
-        ch = g * c  # from the module, not the input's shape, so that the conv's group count exports as a constant
-        row_mean, col_mean = x.mean(3), x.mean(2)  # (b, C, h), (b, C, w)
+        bg, ch = b * g, g * c
+        select, taps, rows, cols = _window_mean_operators(h, w, x.device, x.dtype)
         # 1x1 branch: one shared 1x1 conv (as a batched matmul) over each group's H- and W-pooled descriptors
-        pooled = torch.cat((row_mean, col_mean), 2).reshape(b * g, c, h + w)
-        w1 = self.conv1x1.weight.reshape(1, c, c).expand(b * g, c, c)
-        gates = torch.baddbmm(self.conv1x1.bias.reshape(1, c, 1), w1, pooled).sigmoid()
-        gate_h, gate_w = gates.reshape(b, ch, h + w).split((h, w), 2)
-        x1 = self.gn((x * gate_h.unsqueeze(3) * gate_w.unsqueeze(2)).reshape(b * g, c, h, w))
-        # cross-spatial learning: weights = d1 @ x2 + d2 @ x1 per group
-        w3, b3 = self.conv3x3.weight.reshape(c, c * 9), self.conv3x3.bias
+        pooled = torch.cat((x.mean(3), x.mean(2)), 2).reshape(bg, c, h + w)
+        w1 = self.conv1x1.weight.reshape(1, c, c).expand(bg, c, c)
+        gate_h, gate_w = torch.baddbmm(self.conv1x1.bias.reshape(1, c, 1), w1, pooled).sigmoid().split((h, w), 2)
+        xg = x.reshape(bg, c, h, w)
+        x1 = self.gn(xg * gate_h.unsqueeze(3) * gate_w.unsqueeze(2))
+        # 3x3 branch: its channel means (-> d2) from the window means, its d1-weighted channel sum as a depthwise conv
+        corners = xg.index_select(2, rows).index_select(3, cols).reshape(bg, c, 4)
+        summary = torch.cat((pooled @ select, corners), 2)  # (bg, c, 9)
+        w3 = self.conv3x3.weight.reshape(c, c, 9)
+        w3_summary = (w3 @ taps.t()).reshape(c, c * 9)  # the 3x3 kernel applied to window means, per summary feature
+        d2 = torch.addmm(self.conv3x3.bias, summary.reshape(bg, c * 9), w3_summary.t()).softmax(-1)
         d1 = self.gn.bias.softmax(0)  # softmax of x1's channel means
-        x2_mean = _window_means_3x3(x, row_mean, col_mean).reshape(b, g, c * 9) @ w3.t() + b3  # (b, g, c)
-        d2 = x2_mean.softmax(-1)
-        kernel = (d1 @ w3).reshape(c, 1, 3, 3).repeat(g, 1, 1, 1)  # d1-combined 3x3 kernel per input channel
-        d1_x2 = F.conv2d(x, kernel, None, 1, 1, 1, ch).reshape(b, g, c, h * w).sum(2) + d1 @ b3
-        d2_x1 = (d2.reshape(b * g, 1, c) @ x1.reshape(b * g, c, h * w)).reshape(b, g, h * w)
-        weights = (d1_x2 + d2_x1).sigmoid()
-        return (x.reshape(b, g, c, h * w) * weights.unsqueeze(2)).reshape(b, ch, h, w)
+        kernel = (d1 @ w3.reshape(c, c * 9)).reshape(c, 1, 3, 3).repeat(g, 1, 1, 1)  # d1-combined, per input channel
+        d1_x2 = F.conv2d(x, kernel, None, 1, 1, 1, ch).reshape(bg, c, h * w).sum(1, keepdim=True) + d1 @ self.conv3x3.bias
+        # cross-spatial learning: weights = d1 @ x2 + d2 @ x1 per group
+        weights = torch.baddbmm(d1_x2, d2.unsqueeze(1), x1.reshape(bg, c, h * w)).sigmoid()
+        return (xg.reshape(bg, c, h * w) * weights).reshape(b, ch, h, w)
 
 
 def count_ema_ops(m: EMA, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
