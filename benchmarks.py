@@ -4,8 +4,9 @@ Usage:
     python benchmarks.py                                   # every Table 2 model: CPU, 640x640, batch 1, PyTorch fp32
     python benchmarks.py --models s                        # a group (s or x-p2), or names, YAMLs, .pt weights
     python benchmarks.py --models yolov5s-ema --train      # + training step (forward + backward, batch 8, 320)
-    python benchmarks.py --models s --formats onnx,openvino  # + ONNX Runtime / OpenVINO latency (needs export.py)
+    python benchmarks.py --models s --formats onnx,openvino  # + ONNX Runtime / OpenVINO fp32, bf16, INT8 latency
     python benchmarks.py --map runs/train/exp/weights/best.pt --data coco.yaml   # + measured mAP next to the paper's
+    python benchmarks.py --formats openvino-int8 --map best.pt  # + each runtime's mAP next to PyTorch's
     python benchmarks.py --modules                         # attention modules alone vs their reference formulas
     python benchmarks.py --device 0 --half                 # CUDA fp16
 
@@ -13,7 +14,8 @@ Each row is one model; ``x base`` columns divide by the baseline of the row's gr
 attention suffix, e.g. yolov5s for yolov5s-ema), which is benchmarked too when not asked for. All timings of one
 table are taken in one process, interleaved round-robin (every model runs once per round, faster groups several
 times), so machine drift hits every row alike; reported latencies are medians. The table goes to the screen as
-Markdown and to ``runs/benchmarks/exp*/`` as ``benchmarks.csv`` and ``benchmarks.md``.
+Markdown and to ``runs/benchmarks/exp*/`` as ``benchmarks.csv`` and ``benchmarks.md`` (``deploy.csv`` with
+``--formats``: one row per model and runtime variant of ``utils/deploy.py``).
 
 Peak memory: bytes of tensors alive at the peak of one forward pass beyond those alive before it (so activations
 and workspaces; weights excluded), from PyTorch's allocator events on CPU or ``max_memory_allocated`` on CUDA.
