@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import csv
 import math
+import os
 import platform
 import re
 import statistics
@@ -301,6 +302,20 @@ def build_model(spec: Spec) -> nn.Module:
     return Model(spec.source, verbose=False)
 
 
+@contextlib.contextmanager
+def quiet_stderr() -> Any:
+    """Silence file descriptor 2 in the block: the profiler's C++ backend prints start/stop lines there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float:
     """Peak bytes of tensors alive during ``fn()`` beyond those alive before it, in MiB."""
     if device.type == "cuda":
@@ -310,7 +325,8 @@ def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     live = peak = 0
