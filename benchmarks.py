@@ -20,8 +20,8 @@ Markdown and to ``runs/benchmarks/exp*/`` as ``benchmarks.csv`` and ``benchmarks
 Peak memory: bytes of tensors alive at the peak of one forward pass beyond those alive before it (so activations
 and workspaces; weights excluded), from PyTorch's allocator events on CPU or ``max_memory_allocated`` on CUDA.
 
-Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory (``utils/allocator.py``, as val.py
-and detect.py do on CPU). With glibc's defaults every large tensor is paged in afresh by the kernel, which on CPU
+Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory (``utils/allocator.py``, as
+train.py, val.py and detect.py do on CPU). With glibc's defaults every large tensor is paged in afresh by the kernel, which on CPU
 costs more than some of the layers themselves (about 20% of a yolov5s forward on the machine of the README's table)
 and penalises every extra layer; ``--stock-malloc`` measures with the defaults.
 """
@@ -38,6 +38,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -177,13 +178,13 @@ def resolve_models(items: Iterable[str], add_baselines: bool = True) -> list[Spe
         if key not in seen:
             seen.add(key)
             unique.append(s)
-    names = [s.name for s in unique]
+    counts = Counter(s.name for s in unique)
     for s in unique:  # weights named after the YAML that is also a row: tag them with the file
-        if s.weights and names.count(s.name) > 1:
-            s.name = f"{s.name} [{s.source.parent.parent.name + '/' if s.source.parent.name == 'weights' else ''}" \
-                     f"{s.source.name}]"
-    if len({s.name for s in unique}) < len(unique):
-        dup = sorted({s.name for s in unique if [u.name for u in unique].count(s.name) > 1})
+        if s.weights and counts[s.name] > 1:
+            run_dir = f"{s.source.parent.parent.name}/" if s.source.parent.name == "weights" else ""
+            s.name = f"{s.name} [{run_dir}{s.source.name}]"
+    dup = sorted(n for n, k in Counter(s.name for s in unique).items() if k > 1)
+    if dup:
         raise BenchmarkError(f"two rows named {', '.join(dup)}: give each weights file a different name")
     return unique
 
@@ -621,7 +622,8 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
         budget: float = 150.0, clock: str = "wall", formats: str | Iterable[str] | None = None, train: bool = False,
         train_batch_size: int = 8, train_imgsz: int = 320, map_weights: Iterable[str] | None = None,
         data: str = "data/shapes.yaml", calib_images: int = 100, plots: bool = False,
-        project: str | Path = ROOT / "runs" / "benchmarks", name: str = "exp", exist_ok: bool = False, memory: bool = True, stock_malloc: bool = False) -> list[dict]:
+        project: str | Path = ROOT / "runs" / "benchmarks", name: str = "exp", exist_ok: bool = False,
+        memory: bool = True, stock_malloc: bool = False) -> list[dict]:
     """Benchmark ``models``: print the Markdown table, write CSV/Markdown (and PNG) to ``project/name``, return rows."""
     if threads:
         torch.set_num_threads(threads)
@@ -638,7 +640,7 @@ def run(models: Iterable[str] = ("all",), imgsz: int = 640, batch_size: int = 1,
     log(f"benchmarks: {len(specs)} models, {imgsz}x{imgsz} batch {batch_size}, {dev} {'fp16' if half else 'fp32'}, "
         f"{torch.get_num_threads()} threads, {clock} clock -> {save_dir}")
 
-    setup = f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}"  # before val.py changes the threads
+    setup = f"{describe(dev, malloc)} · {imgsz}x{imgsz} batch {batch_size}"  # before val.py resets the threads
     rows, fused = measure_rows(specs, imgsz, dev, half)
     im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev, dtype=torch.float16 if half else torch.float32)
     deploy_rows, targets = measure_latency(rows, fused, im, fmts, timing, save_dir, memory, data, calib_images)
@@ -676,10 +678,9 @@ def measure_latency(rows: list[dict], fused: dict[str, nn.Module], im: torch.Ten
     for r in rows:
         ts = times[f"{r['model']}|pytorch"]
         r.update(latency_ms=median_ms(ts), latency_min_ms=min(ts) * 1e3, runs=len(ts))
-        if variants:
-            deploy_rows += [{"model": r["model"], "variant": v, "latency_ms": median_ms(times[f"{r['model']}|{v}"]),
-                             "speedup": r["latency_ms"] / median_ms(times[f"{r['model']}|{v}"])}
-                            for v in ["pytorch", *variants]]
+        for v in ["pytorch", *variants] if variants else []:
+            ms = median_ms(times[f"{r['model']}|{v}"])
+            deploy_rows.append({"model": r["model"], "variant": v, "latency_ms": ms, "speedup": r["latency_ms"] / ms})
         if memory:
             r["peak_mem_mb"] = peak_memory_mb(calls[f"{r['model']}|pytorch"], im.device)
     add_relative(rows, "latency_ms", "rel_latency")

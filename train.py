@@ -118,25 +118,22 @@ def run(argv: list[str] | None = None, **kwargs):
         last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
         if not last.is_file():
             raise FileNotFoundError(f"--resume: checkpoint {last} not found")
-        with all_cores():
-            trainer = YOLOv5Trainer(overrides={"resume": str(last), "model": str(last)}, hyp=load_hyp(hyp_path(opt)))
-            trainer.train()
-        return trainer
-
-    hyp = load_hyp(hyp_path(opt))
-    hyp["label_smoothing"] = opt.label_smoothing
-    if opt.cfg:
-        cfg = str(resolve_cfg(opt.cfg))
-    elif opt.weights:
-        cfg = cfg_of_weights(opt.weights, Path(opt.project))  # fine-tune the architecture stored in the weights
+        setup = {"overrides": {"resume": str(last), "model": str(last)}, "hyp": load_hyp(hyp_path(opt))}
     else:
-        cfg = str(resolve_cfg(DEMO["cfg"]))
+        hyp = load_hyp(hyp_path(opt))
+        hyp["label_smoothing"] = opt.label_smoothing
+        if opt.cfg:
+            cfg = str(resolve_cfg(opt.cfg))
+        elif opt.weights:
+            cfg = cfg_of_weights(opt.weights, Path(opt.project))  # fine-tune the architecture stored in the weights
+        else:
+            cfg = str(resolve_cfg(DEMO["cfg"]))
+        setup = {"overrides": engine_overrides(opt, cfg), "hyp": hyp, "weights": opt.weights or None,
+                 "autoanchor": not opt.noautoanchor, "sync_bn": opt.sync_bn}
     with all_cores():
-        trainer = YOLOv5Trainer(overrides=engine_overrides(opt, cfg), hyp=hyp, weights=opt.weights or None,
-                                autoanchor=not opt.noautoanchor, sync_bn=opt.sync_bn)
+        trainer = YOLOv5Trainer(**setup)
         trainer.train()
     return trainer
-
 
 def main(argv: list[str] | None = None) -> int:
     from utils.cli import user_errors

@@ -187,9 +187,10 @@ class EMA(nn.Module):
 
     ``forward`` picks the dense form on feature maps of fewer than ``DENSE_BELOW`` positions (batch x height x
     width: 5x5 maps and smaller, where the factored form's extra small operations cost as much as they save) and
-    the factored one above (1.1-1.6x faster from 10x10 up on CPU; ``python benchmarks.py --modules``). Traced exports take ``TRACED`` (the dense form, valid for every input
-    size): runtimes fuse its few large operations well and INT8 quantizers (NNCF) handle its convolutions, while
-    the factored form uses constants cached per feature-map size and is meant for eager PyTorch.
+    the factored one above (1.1-1.6x faster from 10x10 up on CPU; ``python benchmarks.py --modules``).
+    Traced exports take ``TRACED`` (the dense form, valid for every input size): runtimes fuse its few large
+    operations well and INT8 quantizers (NNCF) handle its convolutions, while the factored form uses constants
+    cached per feature-map size and is meant for eager PyTorch.
     """
 
     DENSE_BELOW = 36

@@ -1,4 +1,4 @@
-"""CPU allocator setting shared by benchmarks, deployment timing, val.py and detect.py.
+"""CPU allocator setting shared by benchmarks.py, train.py, val.py and detect.py.
 
 With glibc's default malloc every large tensor (above the 128 KiB-32 MiB dynamic mmap threshold) is mapped afresh and
 returned to the OS when freed, so each forward pass page-faults its activations in again: on a small CPU that costs
@@ -52,5 +52,5 @@ def keep_freed_memory_on_cpu(device: str | None) -> bool:
     import torch
 
     spec = str(device or "").strip().lower()
-    on_cpu = spec == "cpu" or spec.startswith("cpu") or (spec in ("", "none") and not torch.cuda.is_available())
+    on_cpu = spec.startswith("cpu") or (spec in ("", "none") and not torch.cuda.is_available())
     return keep_freed_memory() if on_cpu else False
