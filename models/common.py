@@ -10,12 +10,12 @@ model YAML (``[-1, 1, EMA, []]``) or a string (``build_attention("cbam", 256)``)
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from models.ema_factored import factored_ema
 
 
 def autopad(k: int | tuple, p: int | tuple | None = None, d: int = 1) -> int | list:
@@ -142,33 +142,6 @@ def _check_divisible(name: str, channels: int, divisor: int, what: str) -> None:
             f"use a channel count that is a multiple of {divisor}, or change the module's option")
 
 
-@functools.lru_cache(maxsize=64)
-def _window_mean_operators(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """Constants that turn an ``h x w`` map's row/column means and corners into the mean each 3x3 tap reads.
-
-    Tap ``(ky, kx)`` of a zero-padded 3x3 convolution reads the input shifted by ``(ky - 1, kx - 1)``: offset -1
-    misses the last row (column), +1 the first, 0 nothing. So its window mean is the image mean, minus the missed
-    row's and column's shares, plus their corner (subtracted twice). Returns ``select`` (``(h + w, 5)``: concatenated
-    row and column means -> image mean, first/last row share, first/last column share), ``taps`` (``(9, 9)``: those
-    five plus the four corners -> the nine window means) and the corner indices along H and W.
-    """
-    with torch.inference_mode(False):  # cached constants must also serve later autograd passes
-        select = torch.zeros(h + w, 5, dtype=torch.float64)
-        select[:h, 0] = 1 / h
-        select[0, 1] += 1 / h
-        select[h - 1, 2] += 1 / h
-        select[h, 3] += 1 / w
-        select[h + w - 1, 4] += 1 / w
-        taps = torch.zeros(9, 3, 3, dtype=torch.float64)  # summary feature -> tap (ky, kx)
-        taps[0] = 1
-        taps[2, 0, :], taps[1, 2, :] = -1, -1  # ky = 0 misses the last row, ky = 2 the first
-        taps[4, :, 0], taps[3, :, 2] = -1, -1
-        corner = 1 / (h * w)  # features 5-8: x[0, 0], x[0, -1], x[-1, 0], x[-1, -1]
-        taps[8, 0, 0], taps[7, 0, 2], taps[6, 2, 0], taps[5, 2, 2] = corner, corner, corner, corner
-        edges = torch.tensor([0, h - 1], device=device), torch.tensor([0, w - 1], device=device)
-        return select.to(device, dtype), taps.reshape(9, 9).to(device, dtype), *edges
-
-
 class EMA(nn.Module):
     """Efficient Multi-Scale Attention (Ouyang et al., ICASSP 2023).
 
@@ -181,9 +154,10 @@ class EMA(nn.Module):
     * ``forward_factored``, which never runs the dense ``c x c`` 3x3 conv of each group (``c = C / factor``):
       the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its softmax
       descriptor ``d1`` is ``softmax(gn.bias)``; the 3x3 branch ``x2`` then enters only through (a) its channel
-      means, which are the kernel applied to the per-tap window means of the input (``_window_mean_operators``), and
-      (b) its ``d1``-weighted channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over
-      each group. That costs 9 multiply-adds per input value instead of ``9 c``, but more (small) operations.
+      means, which are the kernel applied to the per-tap window means of the input, and (b) its ``d1``-weighted
+      channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over each group. That costs 9
+      multiply-adds per input value instead of ``9 c``. ``models/ema_factored.py`` implements it with a
+      hand-written backward (autograd through the same ops would make about 30 full-size passes, it makes ~17).
 
     ``forward`` picks the dense form on feature maps of fewer than ``DENSE_BELOW`` positions (batch x height x
     width: 5x5 maps and smaller, where the factored form's extra small operations cost as much as they save) and
@@ -231,43 +205,24 @@ class EMA(nn.Module):
         return (g * weights.reshape(-1, 1, h, w).sigmoid()).reshape(b, ch, h, w)
 
     def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
-        """The same function without the dense 3x3 conv (see the class docstring)."""
-        b, _, h, w = x.shape
-        g, c = self.groups, self.gn.num_channels
-        bg, ch = b * g, g * c
-        select, taps, rows, cols = _window_mean_operators(h, w, x.device, x.dtype)
-        # 1x1 branch: one shared 1x1 conv (as a batched matmul) over each group's H- and W-pooled descriptors
-        pooled = torch.cat((x.mean(3), x.mean(2)), 2).reshape(bg, c, h + w)
-        w1 = self.conv1x1.weight.reshape(1, c, c).expand(bg, c, c)
-        gate_h, gate_w = torch.baddbmm(self.conv1x1.bias.reshape(1, c, 1), w1, pooled).sigmoid().split((h, w), 2)
-        xg = x.reshape(bg, c, h, w)
-        x1 = self.gn(xg * gate_h.unsqueeze(3) * gate_w.unsqueeze(2))
-        # 3x3 branch: its channel means (-> d2) from the window means, its d1-weighted channel sum as a depthwise conv
-        corners = xg.index_select(2, rows).index_select(3, cols).reshape(bg, c, 4)
-        summary = torch.cat((pooled @ select, corners), 2)  # (bg, c, 9)
-        w3 = self.conv3x3.weight.reshape(c, c, 9)
-        w3_summary = (w3 @ taps.t()).reshape(c, c * 9)  # the 3x3 kernel applied to window means, per summary feature
-        d2 = torch.addmm(self.conv3x3.bias, summary.reshape(bg, c * 9), w3_summary.t()).softmax(-1)
-        d1 = self.gn.bias.softmax(0)  # softmax of x1's channel means
-        kernel = (d1 @ w3.reshape(c, c * 9)).reshape(c, 1, 3, 3).repeat(g, 1, 1, 1)  # d1-combined, per input channel
-        d1_x2 = F.conv2d(x, kernel, None, 1, 1, 1, ch).reshape(bg, c, h * w).sum(1, keepdim=True) + d1 @ self.conv3x3.bias
-        # cross-spatial learning: weights = d1 @ x2 + d2 @ x1 per group
-        weights = torch.baddbmm(d1_x2, d2.unsqueeze(1), x1.reshape(bg, c, h * w)).sigmoid()
-        return (xg.reshape(bg, c, h * w) * weights).reshape(b, ch, h, w)
+        """The same function without the dense 3x3 conv, with a hand-written backward (``models/ema_factored.py``)."""
+        return factored_ema(x, self.conv1x1.weight, self.conv1x1.bias, self.gn.weight, self.gn.bias, self.gn.eps,
+                            self.conv3x3.weight, self.conv3x3.bias, self.groups)
 
 
 def count_ema_ops(m: EMA, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
     """``thop`` rule for ``EMA``: the multiply-adds its submodules do not already count.
 
-    thop counts each submodule it sees called (the GroupNorm; in the dense form also both convs). The factored
-    form's other work is functional, so this adds it: the 1x1 conv on the pooled descriptors (a batched matmul),
-    the depthwise 3x3 conv (9 per input value) and the ``d2``-weighted channel sum (1 per value). Pass
-    ``custom_ops=THOP_CUSTOM_OPS`` to ``thop.profile``.
+    thop counts each submodule it sees called: in the dense form the GroupNorm and both convs. The factored form
+    calls none of them, so this counts its work as thop would count the modules: the 1x1 conv on the pooled
+    descriptors (a batched matmul), the GroupNorm (4 per value, thop's rule for an affine norm), the depthwise 3x3
+    conv (9 per value) and the ``d2``-weighted channel sum (1 per value). Pass ``custom_ops=THOP_CUSTOM_OPS`` to
+    ``thop.profile``.
     """
     x = inputs[0]
     if m.formulation(x) == "factored":
         b, ch, h, w = x.shape
-        m.total_ops += torch.DoubleTensor([b * ch * (h + w) * m.gn.num_channels + (9 + 1) * x.numel()])
+        m.total_ops += torch.DoubleTensor([b * ch * (h + w) * m.gn.num_channels + (4 + 9 + 1) * x.numel()])
 
 
 # thop rules for modules whose forward uses functional ops (count_flops passes these to thop.profile)

@@ -238,6 +238,32 @@ def test_ema_factored_equals_dense(c, factor, batch, hw):
         assert (m.forward_factored(x.detach().contiguous(memory_format=torch.channels_last)) - y_ref).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("batch, c, factor, hw", [(2, 16, 4, (5, 7)), (1, 8, 2, (1, 5)), (2, 8, 2, (2, 2)),
+                                                  (3, 8, 4, (4, 1))])
+def test_ema_factored_gradient_passes_gradcheck(batch, c, factor, hw):
+    """The hand-written backward against finite differences, in float64, for the input and every parameter."""
+    m = ema(c, factor).double().train()
+    x = torch.randn(batch, c, *hw, dtype=torch.float64, requires_grad=True)
+    params = list(m.parameters())
+    assert torch.autograd.gradcheck(lambda x, *_: m.forward_factored(x), (x, *params))
+
+
+def test_ema_cached_constants_follow_parameter_updates():
+    """Without autograd the 3x3 branch's constants are cached; in-place updates and dtype changes refresh them."""
+    m = ema(64, 8).eval()
+    x = torch.randn(2, 64, 9, 11)
+    with torch.no_grad():
+        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
+        for p in (m.conv3x3.weight, m.conv3x3.bias, m.gn.bias):  # each feeds the cached constants
+            p.add_(torch.randn_like(p))  # an optimizer step or load_state_dict: same storage, new version
+            assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
+        m.conv3x3.weight.data = torch.randn_like(m.conv3x3.weight)  # new storage
+        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
+    m.double()
+    with torch.no_grad():
+        assert (m.forward_factored(x.double()) - m.forward_dense(x.double())).abs().max() < 1e-12
+
+
 def test_ema_forward_picks_the_cheaper_formulation_by_size():
     m = ema().eval()
     small, large = torch.randn(1, 256, 4, 4), torch.randn(2, 256, 40, 40)
@@ -301,7 +327,10 @@ def test_ema_constants_cached_in_inference_mode_serve_training():
     m = ema(64, 8).train()
     x = torch.randn(2, 64, 11, 9)
     with torch.inference_mode():
-        m.forward_factored(x)  # caches the window-mean operators for 11x9 while autograd is off
+        y_ref = m.forward_factored(x)  # caches the window-mean operators and branch constants for 11x9
+    with torch.no_grad():
+        assert torch.equal(m.forward_factored(x), y_ref)  # a later no-grad call reuses them
+    m.requires_grad_(False)  # frozen parameters: the cached constants meet an input that needs a gradient
     y = m.forward_factored(x.requires_grad_())
     y.sum().backward()  # would fail if the cached tensors were inference tensors
     assert x.grad is not None and torch.isfinite(x.grad).all()
