@@ -14,12 +14,17 @@ offset ``(ky - 1, kx - 1)``.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import weakref
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from utils import native
 
 
 @functools.lru_cache(maxsize=64)
@@ -72,9 +77,10 @@ def branch_constants(w3: torch.Tensor, b3: torch.Tensor, beta: torch.Tensor, gro
     are computed afresh (their gradients flow to the parameters); otherwise they are cached per map size until a
     parameter changes (its version counter or storage), which saves several small operations per call.
     """
-    if torch.is_grad_enabled() and (w3.requires_grad or b3.requires_grad or beta.requires_grad):
-        return _branch_constants(w3, b3, beta, groups, h, w)
-    key = (h, w, groups, w3.dtype, w3.device, *((t.data_ptr(), t._version) for t in (w3, b3, beta)))
+    params = w3, b3, beta
+    if torch.is_grad_enabled() and any(t.requires_grad for t in params) or any(t.is_inference() for t in params):
+        return _branch_constants(w3, b3, beta, groups, h, w)  # inference tensors have no version counter
+    key = (h, w, groups, w3.dtype, w3.device, *((t.data_ptr(), t._version) for t in params))
     hit = _CONSTANTS.get(id(w3))
     if hit is None or hit[0]() is not w3 or hit[1] != key:
         with torch.inference_mode(False), torch.no_grad():  # cached tensors must also serve later no-grad calls
@@ -98,9 +104,47 @@ def _branch_constants(w3: torch.Tensor, b3: torch.Tensor, beta: torch.Tensor, gr
 def factored_ema(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                  eps: float, w3: torch.Tensor, b3: torch.Tensor, groups: int) -> torch.Tensor:
     """EMA of ``x`` (``(b, groups * c, h, w)``) from its parameters: the 1x1 conv (``w1``, ``b1``), the
-    GroupNorm (``gamma``, ``beta``, ``eps``) and the 3x3 conv (``w3``, ``b3``)."""
+    GroupNorm (``gamma``, ``beta``, ``eps``) and the 3x3 conv (``w3``, ``b3``).
+
+    Float32 inference on CPU runs the fused kernel of ``ema_kernel.c`` when it could be built (``native_kernel``);
+    everything else (autograd, CUDA, other dtypes, tracing) runs ``FactoredEMA``'s PyTorch ops.
+    """
     mean_operator, kernel, bias = branch_constants(w3, b3, beta, groups, *x.shape[2:])
+    params = w1, b1, gamma, beta, b3
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and all(t.dtype == torch.float32 for t in params)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params, w3)))
+            and not torch.jit.is_tracing() and (run := native_kernel()) is not None):
+        return run(x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps)
     return FactoredEMA.apply(x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps)
+
+
+@functools.lru_cache(maxsize=None)
+def native_kernel() -> Callable[..., torch.Tensor] | None:
+    """The fused float32 CPU forward of ``ema_kernel.c`` (same arguments as ``FactoredEMA.apply``), or ``None``
+    where it cannot be built (no C compiler; ``utils.native``)."""
+    lib = native.load(Path(__file__).with_name("ema_kernel.c"))
+    if lib is None:
+        return None
+    ema_forward = lib.ema_forward
+    pointer, c_int = ctypes.c_void_p, ctypes.c_int
+    ema_forward.argtypes = [pointer, pointer, ctypes.c_long, c_int, c_int, c_int, *[pointer] * 7, ctypes.c_float,
+                            ctypes.c_float, c_int]
+    ema_forward.restype = c_int
+
+    def run(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+            b3: torch.Tensor, mean_operator: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int,
+            eps: float) -> torch.Tensor:
+        x = x.contiguous()
+        b, ch, h, w = x.shape
+        c = ch // groups
+        out = torch.empty_like(x)
+        arrays = [t.detach().contiguous() for t in (w1, b1, gamma, beta, b3, mean_operator, kernel)]
+        if ema_forward(x.data_ptr(), out.data_ptr(), b * groups, c, h, w, *(t.data_ptr() for t in arrays),
+                       float(bias[0]) * c, eps, torch.get_num_threads()):
+            raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+        return out
+
+    return run
 
 
 class FactoredEMA(torch.autograd.Function):

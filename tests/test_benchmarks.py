@@ -262,6 +262,9 @@ def test_ema_cached_constants_follow_parameter_updates():
     m.double()
     with torch.no_grad():
         assert (m.forward_factored(x.double()) - m.forward_dense(x.double())).abs().max() < 1e-12
+    with torch.inference_mode():  # a module built in inference mode: its parameters have no version counter
+        m = ema(64, 8).eval()
+        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
 
 
 def test_ema_forward_picks_the_cheaper_formulation_by_size():

@@ -1,0 +1,109 @@
+"""The fused C kernel of EMA's inference forward (models/ema_kernel.c) and its build/load helper (utils/native.py)."""
+
+import logging
+import platform
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import ema_factored
+from models.common import EMA
+from utils import native
+
+HAS_CC = platform.system() == "Linux" and shutil.which("cc") is not None
+
+
+def ema(c: int, factor: int, seed: int = 0) -> EMA:
+    m = EMA(c, factor).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return m
+
+
+@pytest.fixture
+def kernel():
+    run = ema_factored.native_kernel()
+    if run is None:
+        assert not HAS_CC, "a C compiler is on PATH but the EMA kernel did not build (see the warning above)"
+        pytest.skip("no C compiler: EMA runs its PyTorch ops")
+    return run
+
+
+@pytest.mark.parametrize("batch, c, factor, hw", [(1, 256, 32, (40, 40)), (1, 512, 32, (20, 20)),
+                                                  (2, 64, 8, (7, 5)), (1, 64, 8, (1, 6)), (3, 32, 4, (5, 1)),
+                                                  (1, 32, 4, (1, 1)), (2, 64, 8, (13, 17))])
+def test_kernel_equals_the_paper_formula(kernel, batch, c, factor, hw):
+    m = ema(c, factor)
+    x = torch.randn(batch, c, *hw) * 2 + 0.5
+    with torch.no_grad():
+        w3_terms = ema_factored.branch_constants(m.conv3x3.weight, m.conv3x3.bias, m.gn.bias, factor, *hw)
+        y = kernel(x, m.conv1x1.weight, m.conv1x1.bias, m.gn.weight, m.gn.bias, m.conv3x3.bias, *w3_terms, factor,
+                   m.gn.eps)
+        assert (y - m.forward_dense(x)).abs().max() < 1e-5
+        # channels_last input (AutoBackend's layout on CPU) gives the same values in the input's shape
+        assert torch.equal(kernel(x.contiguous(memory_format=torch.channels_last), m.conv1x1.weight,
+                                  m.conv1x1.bias, m.gn.weight, m.gn.bias, m.conv3x3.bias, *w3_terms, factor,
+                                  m.gn.eps), y)
+
+
+def test_inference_takes_the_kernel_and_training_the_autograd_function(kernel, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ema_factored, "native_kernel", lambda: lambda *a: calls.append(a) or kernel(*a))
+    m = ema(64, 8)
+    x = torch.randn(2, 64, 9, 11)
+    with torch.no_grad():
+        y = m.forward_factored(x)
+    assert len(calls) == 1
+    m.train()
+    y_train = m.forward_factored(x.requires_grad_())  # autograd needs FactoredEMA's saved tensors
+    assert len(calls) == 1 and y_train.grad_fn is not None
+    assert (y_train - y).abs().max() < 1e-5
+    with torch.no_grad():
+        m.double().forward_factored(x.detach().double())  # other dtypes run the PyTorch ops
+    assert len(calls) == 1
+
+
+def test_without_the_kernel_ema_runs_its_pytorch_ops(monkeypatch):
+    monkeypatch.setattr(ema_factored, "native_kernel", lambda: None)
+    m = ema(64, 8)
+    x = torch.randn(2, 64, 9, 11)
+    with torch.no_grad():
+        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not HAS_CC, reason="needs a C compiler")
+def test_build_is_cached_per_source_and_failures_fall_back(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("YOLOV5_ATTENTION_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "answer.c"
+    source.write_text("int answer(void) { return 42; }\n")
+    lib = native.build(source)
+    assert lib.parent == tmp_path / "cache" and lib.name.startswith("answer-")
+    mtime = lib.stat().st_mtime_ns
+    assert native.build(source) == lib and lib.stat().st_mtime_ns == mtime  # cached, not rebuilt
+    assert native.load(source).answer() == 42
+    source.write_text("int answer(void) { return 43; }\n")
+    assert native.build(source) != lib  # an edited source gets its own build
+    assert list((tmp_path / "cache").glob("*.so")) and not list((tmp_path / "cache").glob("tmp*"))
+
+    broken = tmp_path / "broken.c"
+    broken.write_text("int broken(void) { return }\n")
+    with pytest.raises(RuntimeError, match="broken.c"):
+        native.build(broken)
+    with caplog.at_level(logging.WARNING, logger="yolov5-attention"):
+        assert native.load(broken) is None
+    assert "broken.c unavailable, using PyTorch ops" in caplog.text
+    assert not list((tmp_path / "cache").glob("tmp*"))  # a failed build leaves no temporary file
+    monkeypatch.setenv("CC", "no-such-compiler")
+    with pytest.raises(RuntimeError, match="no C compiler 'no-such-compiler'"):
+        native.build(Path(source))
+
+
+def test_native_code_can_be_switched_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("YOLOV5_ATTENTION_NATIVE", "0")
+    source = tmp_path / "off.c"
+    source.write_text("int off(void) { return 1; }\n")
+    assert native.load(source) is None
