@@ -37,7 +37,7 @@ typedef struct {
 
 /* Scratch floats one row needs. */
 static long scratch_size(int c, int h, int w) {
-    return (long)c * (h + w + 4) + (long)c * (h + w) + (long)h * w + (long)(h + 2) * (w + 2) + 2L * c;
+    return (long)c * (h + w + 4) + (long)c * (h + w) + (long)h * w + (long)(h + 2) * (w + 2) + 3L * c;
 }
 
 static void ema_row(const float *x, float *out, const Params *P, float *scratch) {
@@ -46,8 +46,9 @@ static void ema_row(const float *x, float *out, const Params *P, float *scratch)
     float *gates = features + c * nf;   /* c x q: gate_h then gate_w */
     float *z = gates + c * q;           /* p */
     float *padded = z + p;              /* (h + 2) x (w + 2): one channel with a zero border */
-    float *coef = padded + (h + 2) * pw; /* c: d2 * gamma * rstd, the weight of y in z */
-    float *d2 = coef + c;               /* c */
+    float *coef = padded + (h + 2) * pw; /* c: d2 * gamma * rstd, the weight of y - mean in z */
+    float *mean = coef + c;             /* c: GroupNorm means */
+    float *d2 = mean + c;               /* c */
 
     for (int k = 0; k < c; ++k) {
         const float *xk = x + (long)k * p;
@@ -88,28 +89,35 @@ static void ema_row(const float *x, float *out, const Params *P, float *scratch)
     for (int k = 1; k < c; ++k) top = d2[k] > top ? d2[k] : top;
     for (int k = 0; k < c; ++k) total += (d2[k] = exp_approx(d2[k] - top));
     for (int k = 0; k < c; ++k) d2[k] /= total;
-    /* GroupNorm statistics of y = x * gate_h * gate_w; d2 . x1 = sum_k coef_k y_k + shift */
+    /* GroupNorm statistics of y = x * gate_h * gate_w, rounded as PyTorch does ((x * gate_h) * gate_w); two
+     * passes (mean, then squared deviations) so nearly constant channels keep their variance */
     double shift = P->bias;
     for (int k = 0; k < c; ++k) {
         const float *xk = x + (long)k * p, *gate_h = gates + k * q, *gate_w = gate_h + h;
-        double s1 = 0.0, s2 = 0.0;
+        double total = 0.0;
         for (int i = 0; i < h; ++i) {
-            const float *row = xk + i * w;
-            float r1 = 0.0f, r2 = 0.0f;
-            for (int j = 0; j < w; ++j) {
-                const float v = row[j] * gate_w[j];
-                r1 += v;
-                r2 += v * v;
-            }
-            s1 += (double)gate_h[i] * r1;
-            s2 += (double)gate_h[i] * gate_h[i] * r2;
+            const float *row = xk + i * w, gh = gate_h[i];
+            float partial = 0.0f;
+            for (int j = 0; j < w; ++j) partial += row[j] * gh * gate_w[j];
+            total += partial;
         }
-        const double mean = s1 / p, var = s2 / p - mean * mean;
-        const double rstd = 1.0 / sqrt((var > 0.0 ? var : 0.0) + P->eps);
-        coef[k] = (float)(d2[k] * P->gamma[k] * rstd);
-        shift += d2[k] * (P->beta[k] - P->gamma[k] * rstd * mean);
+        const float m = (float)(total / p);
+        double squares = 0.0;
+        for (int i = 0; i < h; ++i) {
+            const float *row = xk + i * w, gh = gate_h[i];
+            float partial = 0.0f;
+            for (int j = 0; j < w; ++j) {
+                const float d = row[j] * gh * gate_w[j] - m;
+                partial += d * d;
+            }
+            squares += partial;
+        }
+        mean[k] = m;
+        coef[k] = (float)(d2[k] * P->gamma[k] / sqrt(squares / p + P->eps));
+        shift += d2[k] * P->beta[k];
     }
-    /* z = shift + sum_k (coef_k y_k + depthwise 3x3 of x_k with the d1-combined kernel) */
+    /* z = shift + sum_k (coef_k (y_k - mean_k) + depthwise 3x3 of x_k with the d1-combined kernel); subtracting the
+     * mean before scaling keeps nearly constant channels (variance << mean^2) as exact as PyTorch's GroupNorm */
     for (int t = 0; t < p; ++t) z[t] = (float)shift;
     memset(padded, 0, sizeof(float) * (h + 2) * pw);
     for (int k = 0; k < c; ++k) {
@@ -118,12 +126,12 @@ static void ema_row(const float *x, float *out, const Params *P, float *scratch)
         for (int i = 0; i < h; ++i) memcpy(padded + (i + 1) * pw + 1, xk + i * w, sizeof(float) * w);
         for (int i = 0; i < h; ++i) {
             const float *r0 = padded + i * pw, *r1 = r0 + pw, *r2 = r1 + pw;
-            const float scale = coef[k] * gate_h[i];
+            const float gh = gate_h[i], scale = coef[k], centre = mean[k];
             float *zi = z + i * w;
             for (int j = 0; j < w; ++j)
-                zi[j] += K[0] * r0[j] + K[1] * r0[j + 1] + K[2] * r0[j + 2] + K[3] * r1[j]
-                       + (K[4] + scale * gate_w[j]) * r1[j + 1] + K[5] * r1[j + 2]
-                       + K[6] * r2[j] + K[7] * r2[j + 1] + K[8] * r2[j + 2];
+                zi[j] += K[0] * r0[j] + K[1] * r0[j + 1] + K[2] * r0[j + 2] + K[3] * r1[j] + K[4] * r1[j + 1]
+                       + K[5] * r1[j + 2] + K[6] * r2[j] + K[7] * r2[j + 1] + K[8] * r2[j + 2]
+                       + scale * (r1[j + 1] * gh * gate_w[j] - centre);
         }
     }
     for (int t = 0; t < p; ++t) z[t] = sigmoid(z[t]);
