@@ -18,7 +18,6 @@ import ctypes
 import functools
 import weakref
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -106,45 +105,86 @@ def factored_ema(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: tor
     """EMA of ``x`` (``(b, groups * c, h, w)``) from its parameters: the 1x1 conv (``w1``, ``b1``), the
     GroupNorm (``gamma``, ``beta``, ``eps``) and the 3x3 conv (``w3``, ``b3``).
 
-    Float32 inference on CPU runs the fused kernel of ``ema_kernel.c`` when it could be built (``native_kernel``);
-    everything else (autograd, CUDA, other dtypes, tracing) runs ``FactoredEMA``'s PyTorch ops.
+    Float32 on CPU runs the fused kernels of ``ema_kernel.c`` where they could be built (``native_library``):
+    ``native_forward`` at inference, ``NativeEMA`` under autograd. Everything else (CUDA, other dtypes, tracing,
+    no C compiler) runs ``FactoredEMA``'s PyTorch ops.
     """
     mean_operator, kernel, bias = branch_constants(w3, b3, beta, groups, *x.shape[2:])
-    params = w1, b1, gamma, beta, b3
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and all(t.dtype == torch.float32 for t in params)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params, w3)))
-            and not torch.jit.is_tracing() and (run := native_kernel()) is not None):
-        return run(x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps)
-    return FactoredEMA.apply(x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps)
+    args = x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps
+    if (x.device.type == "cpu" and all(t.dtype == torch.float32 for t in (x, w1, b1, gamma, beta, b3))
+            and not torch.jit.is_tracing() and native_library() is not None):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, b1, gamma, beta, b3, w3)):
+            return NativeEMA.apply(*args)
+        return native_forward(*args)[0]
+    return FactoredEMA.apply(*args)
 
 
 @functools.lru_cache(maxsize=None)
-def native_kernel() -> Callable[..., torch.Tensor] | None:
-    """The fused float32 CPU forward of ``ema_kernel.c`` (same arguments as ``FactoredEMA.apply``), or ``None``
-    where it cannot be built (no C compiler; ``utils.native``)."""
+def native_library() -> ctypes.CDLL | None:
+    """``ema_kernel.c`` built and loaded (``utils.native``), or ``None`` where it cannot be built."""
     lib = native.load(Path(__file__).with_name("ema_kernel.c"))
-    if lib is None:
-        return None
-    ema_forward = lib.ema_forward
-    pointer, c_int = ctypes.c_void_p, ctypes.c_int
-    ema_forward.argtypes = [pointer, pointer, ctypes.c_long, c_int, c_int, c_int, *[pointer] * 7, ctypes.c_float,
-                            ctypes.c_float, c_int]
-    ema_forward.restype = c_int
+    if lib is not None:
+        pointer, c_int, c_float = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+        lib.ema_forward.argtypes = [pointer, pointer, ctypes.c_long, c_int, c_int, c_int, *[pointer] * 7, c_float,
+                                    c_float, *[pointer] * 6, c_int]
+        lib.ema_backward.argtypes = [*[pointer] * 4, ctypes.c_long, *[c_int] * 4, *[pointer] * 11, c_int]
+        lib.ema_forward.restype = lib.ema_backward.restype = c_int
+        lib.ema_grads_size.argtypes, lib.ema_grads_size.restype = [c_int] * 4, ctypes.c_long
+    return lib
 
-    def run(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-            b3: torch.Tensor, mean_operator: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int,
-            eps: float) -> torch.Tensor:
-        x = x.contiguous()
-        b, ch, h, w = x.shape
-        c = ch // groups
-        out = torch.empty_like(x)
-        arrays = [t.detach().contiguous() for t in (w1, b1, gamma, beta, b3, mean_operator, kernel)]
-        if ema_forward(x.data_ptr(), out.data_ptr(), b * groups, c, h, w, *(t.data_ptr() for t in arrays),
-                       float(bias[0]) * c, eps, torch.get_num_threads()):
-            raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+
+def _pointers(*tensors: torch.Tensor) -> list[int]:
+    return [t.data_ptr() for t in tensors]
+
+
+def native_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                   b3: torch.Tensor, mean_operator: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
+                   groups: int, eps: float, save: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``FactoredEMA.apply``'s output from the C kernel, and (with ``save``) what ``NativeEMA.backward`` needs:
+    per row the features, gates, GroupNorm mean and 1/std, ``d2`` and the output gate ``sigmoid(z)``."""
+    x = x.contiguous()
+    b, ch, h, w = x.shape
+    c, n, q = ch // groups, b * groups, h + w
+    out = torch.empty_like(x)
+    saved = tuple(x.new_empty(shape) for shape in ((n, c, q + 4), (n, c, q), (n, c), (n, c), (n, c), (n, h * w))) \
+        if save else ()
+    arrays = [t.detach().contiguous() for t in (w1, b1, gamma, beta, b3, mean_operator, kernel)]
+    if native_library().ema_forward(*_pointers(x, out), n, c, h, w, *_pointers(*arrays), float(bias[0]) * c, eps,
+                                    *(_pointers(*saved) if save else [None] * 6), torch.get_num_threads()):
+        raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+    return out, saved
+
+
+class NativeEMA(torch.autograd.Function):
+    """``FactoredEMA`` computed by the C kernels: one fused pass per row forward and one backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                b3: torch.Tensor, mean_operator: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int,
+                eps: float) -> torch.Tensor:
+        out, saved = native_forward(x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps, save=True)
+        ctx.groups = groups
+        ctx.save_for_backward(x.contiguous(), *(t.detach().contiguous() for t in (w1, gamma, beta, mean_operator,
+                                                                                   kernel)), *saved)
         return out
 
-    return run
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w1, gamma, beta, mean_operator, kernel, *saved = ctx.saved_tensors
+        groups, (b, ch, h, w) = ctx.groups, x.shape
+        c, q = ch // groups, h + w
+        g_x = torch.empty_like(x)
+        sizes = [c * c, c, c, c, c, c * (q + 4) * c, groups * c * 9, groups]  # the layout of ema_grads_size
+        assert native_library().ema_grads_size(groups, c, h, w) == sum(sizes), "ema_kernel.c: gradient layout"
+        grads, grad_out = x.new_empty(sum(sizes)), grad_out.contiguous()
+        if native_library().ema_backward(*_pointers(x, grad_out, g_x, grads), b * groups, groups, c, h,
+                                         w, *_pointers(w1, gamma, beta, mean_operator, kernel, *saved),
+                                         torch.get_num_threads()):
+            raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+        g_w1, g_b1, g_gamma, g_beta, g_b3, g_mean_operator, g_kernel, g_bias = grads.split(sizes)
+        return (g_x, g_w1.view(c, c, 1, 1), g_b1, g_gamma, g_beta, g_b3, g_mean_operator.view(-1, c),
+                g_kernel.view(ch, 1, 3, 3), g_bias.view(groups, 1).expand(groups, c).reshape(ch), None, None)
 
 
 class FactoredEMA(torch.autograd.Function):

@@ -35,12 +35,18 @@ typedef struct {
     float bias, eps;
 } Params;
 
+/* What the backward needs from a training forward, per row (all NULL at inference): the features (c x (h + w + 4)),
+ * gates (c x (h + w)), GroupNorm mean and 1 / std (c each), d2 (c) and the output gate sigmoid(z) (h x w). */
+typedef struct {
+    float *features, *gates, *mean, *rstd, *d2, *gate;
+} Saved;
+
 /* Scratch floats one row needs. */
 static long scratch_size(int c, int h, int w) {
     return (long)c * (h + w + 4) + (long)c * (h + w) + (long)h * w + (long)(h + 2) * (w + 2) + 3L * c;
 }
 
-static void ema_row(const float *x, float *out, const Params *P, float *scratch) {
+static void ema_row(const float *x, float *out, const Params *P, float *scratch, const Saved *S, long r) {
     const int c = P->c, h = P->h, w = P->w, q = h + w, nf = q + 4, p = h * w, pw = w + 2;
     float *features = scratch;          /* c x nf: row means, column means, corners */
     float *gates = features + c * nf;   /* c x q: gate_h then gate_w */
@@ -112,9 +118,11 @@ static void ema_row(const float *x, float *out, const Params *P, float *scratch)
             }
             squares += partial;
         }
+        const double rstd = 1.0 / sqrt(squares / p + P->eps);
         mean[k] = m;
-        coef[k] = (float)(d2[k] * P->gamma[k] / sqrt(squares / p + P->eps));
+        coef[k] = (float)(d2[k] * P->gamma[k] * rstd);
         shift += d2[k] * P->beta[k];
+        if (S->rstd) S->rstd[r * c + k] = (float)rstd;
     }
     /* z = shift + sum_k (coef_k (y_k - mean_k) + depthwise 3x3 of x_k with the d1-combined kernel); subtracting the
      * mean before scaling keeps nearly constant channels (variance << mean^2) as exact as PyTorch's GroupNorm */
@@ -140,14 +148,24 @@ static void ema_row(const float *x, float *out, const Params *P, float *scratch)
         float *ok = out + (long)k * p;
         for (int t = 0; t < p; ++t) ok[t] = xk[t] * z[t];
     }
+    if (S->features) {
+        memcpy(S->features + r * c * nf, features, sizeof(float) * c * nf);
+        memcpy(S->gates + r * c * q, gates, sizeof(float) * c * q);
+        memcpy(S->mean + r * c, mean, sizeof(float) * c);
+        memcpy(S->d2 + r * c, d2, sizeof(float) * c);
+        memcpy(S->gate + r * p, z, sizeof(float) * p);
+    }
 }
 
 /* x, out: (rows, c, h, w) contiguous. w1: (c, c); b1, gamma, beta, b3: (c); mean_operator: (c (h + w + 4), c);
- * kernel: (c, 9); bias: d1 . b3. Returns 0, or -1 when scratch memory could not be allocated. */
+ * kernel: (c, 9); bias: d1 . b3; saved_*: NULL, or per-row buffers for ema_backward (see Saved).
+ * Returns 0, or -1 when scratch memory could not be allocated. */
 int ema_forward(const float *x, float *out, long rows, int c, int h, int w, const float *w1, const float *b1,
                 const float *gamma, const float *beta, const float *b3, const float *mean_operator,
-                const float *kernel, float bias, float eps, int threads) {
+                const float *kernel, float bias, float eps, float *saved_features, float *saved_gates,
+                float *saved_mean, float *saved_rstd, float *saved_d2, float *saved_gate, int threads) {
     const Params P = {c, h, w, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, eps};
+    const Saved S = {saved_features, saved_gates, saved_mean, saved_rstd, saved_d2, saved_gate};
     const long row_size = (long)c * h * w;
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(|| : failed)
@@ -156,7 +174,180 @@ int ema_forward(const float *x, float *out, long rows, int c, int h, int w, cons
         failed = scratch == NULL;
 #pragma omp for schedule(static)
         for (long r = 0; r < rows; ++r)
-            if (scratch) ema_row(x + r * row_size, out + r * row_size, &P, scratch);
+            if (scratch) ema_row(x + r * row_size, out + r * row_size, &P, scratch, &S, r);
+        free(scratch);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Floats of ema_backward's parameter gradients, accumulated over rows: w1 (c x c), b1, gamma, beta, b3 (c each),
+ * mean_operator (c (h + w + 4) x c), kernel (groups x c x 9), bias (groups: one value for a group's c channels). */
+long ema_grads_size(int groups, int c, int h, int w) {
+    return (long)c * c + 4L * c + (long)c * (h + w + 4) * c + 9L * groups * c + groups;
+}
+
+static long backward_scratch_size(int c, int h, int w) {
+    return (long)h * w + 2L * (h + 2) * (w + 2) + 2L * c + (long)c * (h + w) + (long)c * (h + w + 4);
+}
+
+static void ema_row_backward(const float *x, const float *grad, float *gx, const Params *P, const Saved *S, long r,
+                             int group, int groups, float *g, float *scratch) {
+    const int c = P->c, h = P->h, w = P->w, q = h + w, nf = q + 4, p = h * w, pw = w + 2;
+    const float *features = S->features + r * c * nf, *gates = S->gates + r * c * q, *mean = S->mean + r * c,
+                *rstd = S->rstd + r * c, *d2 = S->d2 + r * c, *gate = S->gate + r * p;
+    float *g_w1 = g, *g_b1 = g_w1 + c * c, *g_gamma = g_b1 + c, *g_beta = g_gamma + c, *g_b3 = g_beta + c;
+    float *g_mean_operator = g_b3 + c, *g_kernel = g_mean_operator + (long)c * nf * c + 9L * group * c;
+    float *g_bias = g_mean_operator + (long)c * nf * c + 9L * groups * c + group;
+    float *g_z = scratch;                          /* p */
+    float *g_z_pad = g_z + p, *x_pad = g_z_pad + (h + 2) * pw; /* (h + 2) x (w + 2) each, zero border */
+    float *t = x_pad + (h + 2) * pw;                /* c: sum_p g_z y_hat_k */
+    float *g_m2 = t + c;                            /* c */
+    float *g_pre = g_m2 + c;                        /* c x q: gradient of the gates, then of their logits */
+    float *g_features = g_pre + c * q;              /* c x nf */
+
+    /* output = x * gate: gradient of z */
+    for (int i = 0; i < p; ++i) g_z[i] = 0.0f;
+    for (int k = 0; k < c; ++k) {
+        const float *xk = x + (long)k * p, *gk = grad + (long)k * p;
+        for (int i = 0; i < p; ++i) g_z[i] += gk[i] * xk[i];
+    }
+    double total = 0.0;
+    for (int i = 0; i < p; ++i) total += (g_z[i] *= gate[i] * (1.0f - gate[i]));
+    const float g_z_sum = (float)total;
+    /* z = ... + sum_k d2_k (gamma_k y_hat_k + beta_k): descriptors and affine parameters */
+    for (int k = 0; k < c; ++k) {
+        const float *xk = x + (long)k * p, *gate_h = gates + k * q, *gate_w = gate_h + h;
+        double acc = 0.0;
+        for (int i = 0; i < h; ++i) {
+            const float gh = gate_h[i], *row = xk + i * w, *gzr = g_z + i * w;
+            float partial = 0.0f;
+            for (int j = 0; j < w; ++j) partial += gzr[j] * (row[j] * gh * gate_w[j] - mean[k]);
+            acc += partial;
+        }
+        t[k] = (float)(acc * rstd[k]);
+        g_gamma[k] += d2[k] * t[k];
+        g_beta[k] += d2[k] * g_z_sum;
+    }
+    /* d2 = softmax(b3 + features @ mean_operator) */
+    float dot = 0.0f;
+    for (int k = 0; k < c; ++k) dot += d2[k] * (P->gamma[k] * t[k] + P->beta[k] * g_z_sum);
+    for (int k = 0; k < c; ++k) {
+        g_m2[k] = d2[k] * (P->gamma[k] * t[k] + P->beta[k] * g_z_sum - dot);
+        g_b3[k] += g_m2[k];
+    }
+    for (int f = 0; f < c * nf; ++f) {
+        const float *m = P->mean_operator + (long)f * c;
+        float *gm = g_mean_operator + (long)f * c, acc = 0.0f;
+        for (int k = 0; k < c; ++k) {
+            gm[k] += features[f] * g_m2[k];
+            acc += m[k] * g_m2[k];
+        }
+        g_features[f] = acc;
+    }
+    /* GroupNorm and y = x * gate_h * gate_w: gradients of x (direct terms) and of the gates */
+    for (int i = 0; i < c * q; ++i) g_pre[i] = 0.0f;
+    for (int k = 0; k < c; ++k) {
+        const float *xk = x + (long)k * p, *gk = grad + (long)k * p, *gate_h = gates + k * q, *gate_w = gate_h + h;
+        float *gxk = gx + (long)k * p, *g_gate_h = g_pre + k * q, *g_gate_w = g_gate_h + h;
+        const float scale = rstd[k] * d2[k] * P->gamma[k], offset = -scale * g_z_sum / p;
+        const float slope = scale * t[k] / p * rstd[k], centre = mean[k];
+        for (int i = 0; i < h; ++i) {
+            const float gh = gate_h[i], *row = xk + i * w, *gzr = g_z + i * w, *gr = gk + i * w, *gt = gate + i * w;
+            float *gxr = gxk + i * w, acc = 0.0f;
+            for (int j = 0; j < w; ++j) {
+                const float g_y = scale * gzr[j] + offset - slope * (row[j] * gh * gate_w[j] - centre);
+                acc += g_y * row[j] * gate_w[j];
+                g_gate_w[j] += g_y * row[j] * gh;
+                gxr[j] = gr[j] * gt[j] + g_y * gh * gate_w[j];
+            }
+            g_gate_h[i] = acc;
+        }
+    }
+    /* the depthwise conv: its input gradient (the kernel applied backwards to g_z) and the kernel's */
+    memset(g_z_pad, 0, sizeof(float) * 2 * (h + 2) * pw);
+    for (int i = 0; i < h; ++i) memcpy(g_z_pad + (i + 1) * pw + 1, g_z + i * w, sizeof(float) * w);
+    for (int k = 0; k < c; ++k) {
+        const float *xk = x + (long)k * p, *K = P->kernel + 9L * (group * c + k);
+        float *gxk = gx + (long)k * p, *gK = g_kernel + 9 * k;
+        for (int i = 0; i < h; ++i) memcpy(x_pad + (i + 1) * pw + 1, xk + i * w, sizeof(float) * w);
+        for (int i = 0; i < h; ++i) {
+            const float *z0 = g_z_pad + i * pw, *z1 = z0 + pw, *z2 = z1 + pw;
+            float *gxr = gxk + i * w;
+            for (int j = 0; j < w; ++j)
+                gxr[j] += K[8] * z0[j] + K[7] * z0[j + 1] + K[6] * z0[j + 2] + K[5] * z1[j] + K[4] * z1[j + 1]
+                        + K[3] * z1[j + 2] + K[2] * z2[j] + K[1] * z2[j + 1] + K[0] * z2[j + 2];
+        }
+        for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) {
+                double acc = 0.0;
+                for (int i = 0; i < h; ++i) {
+                    const float *xr = x_pad + (i + ky) * pw + kx, *gzr = g_z + i * w;
+                    float partial = 0.0f;
+                    for (int j = 0; j < w; ++j) partial += gzr[j] * xr[j];
+                    acc += partial;
+                }
+                gK[3 * ky + kx] += (float)acc;
+            }
+    }
+    *g_bias += g_z_sum;
+    /* gates = sigmoid(w1 @ pooled + b1); the pooled means and corners also feed d2 */
+    for (int k = 0; k < c; ++k)
+        for (int u = 0; u < q; ++u) {
+            const float gv = gates[k * q + u];
+            g_pre[k * q + u] *= gv * (1.0f - gv);
+            g_b1[k] += g_pre[k * q + u];
+        }
+    for (int k = 0; k < c; ++k)
+        for (int j = 0; j < c; ++j) {
+            const float weight = P->w1[k * c + j], *gp = g_pre + k * q, *fj = features + j * nf;
+            float *gfj = g_features + j * nf, acc = 0.0f;
+            for (int u = 0; u < q; ++u) {
+                acc += gp[u] * fj[u];
+                gfj[u] += weight * gp[u];
+            }
+            g_w1[k * c + j] += acc;
+        }
+    for (int k = 0; k < c; ++k) {
+        const float *gf = g_features + k * nf;
+        float *gxk = gx + (long)k * p;
+        for (int i = 0; i < h; ++i) {
+            const float row_share = gf[i] / w;
+            float *gxr = gxk + i * w;
+            for (int j = 0; j < w; ++j) gxr[j] += row_share + gf[h + j] / h;
+        }
+        gxk[0] += gf[q];
+        gxk[w - 1] += gf[q + 1];
+        gxk[(h - 1) * w] += gf[q + 2];
+        gxk[p - 1] += gf[q + 3];
+    }
+}
+
+/* Gradients of ema_forward's output: gx (rows, c, h, w) gets the input's, grads (grads_size floats, zeroed here)
+ * the parameters' summed over rows; saved_* as written by ema_forward. Returns 0, or -1 without memory. */
+int ema_backward(const float *x, const float *grad, float *gx, float *grads, long rows, int groups, int c, int h,
+                 int w, const float *w1, const float *gamma, const float *beta, const float *mean_operator,
+                 const float *kernel, float *saved_features, float *saved_gates, float *saved_mean, float *saved_rstd,
+                 float *saved_d2, float *saved_gate, int threads) {
+    const Params P = {c, h, w, w1, NULL, gamma, beta, NULL, mean_operator, kernel, 0.0f, 0.0f};
+    const Saved S = {saved_features, saved_gates, saved_mean, saved_rstd, saved_d2, saved_gate};
+    const long row_size = (long)c * h * w, n_grads = ema_grads_size(groups, c, h, w);
+    int failed = 0;
+    memset(grads, 0, sizeof(float) * n_grads);
+#pragma omp parallel num_threads(threads) reduction(|| : failed)
+    {
+        float *scratch = (float *)malloc(sizeof(float) * backward_scratch_size(c, h, w));
+        float *local = (float *)calloc(n_grads, sizeof(float));
+        failed = scratch == NULL || local == NULL;
+#pragma omp for schedule(static)
+        for (long r = 0; r < rows; ++r)
+            if (!failed)
+                ema_row_backward(x + r * row_size, grad + r * row_size, gx + r * row_size, &P, &S, r,
+                                 (int)(r % groups), groups, local, scratch);
+        if (local) {
+#pragma omp critical
+            for (long i = 0; i < n_grads; ++i) grads[i] += local[i];
+        }
+        free(local);
         free(scratch);
     }
     return failed ? -1 : 0;

@@ -26,11 +26,10 @@ def ema(c: int, factor: int, seed: int = 0) -> EMA:
 
 @pytest.fixture
 def kernel():
-    run = ema_factored.native_kernel()
-    if run is None:
+    if ema_factored.native_library() is None:
         assert not HAS_CC, "a C compiler is on PATH but the EMA kernel did not build (see the warning above)"
         pytest.skip("no C compiler: EMA runs its PyTorch ops")
-    return run
+    return lambda *args: ema_factored.native_forward(*args)[0]
 
 
 def run_kernel(kernel, m: EMA, x: torch.Tensor) -> torch.Tensor:
@@ -66,25 +65,43 @@ def test_kernel_is_as_accurate_as_the_formula_on_ill_conditioned_maps(kernel, sp
         assert (run_kernel(kernel, m, x) - truth).abs().max() <= 1.5 * formula_error + 1e-6
 
 
-def test_inference_takes_the_kernel_and_training_the_autograd_function(kernel, monkeypatch):
+@pytest.mark.parametrize("batch, c, factor, hw", [(2, 64, 8, (9, 11)), (1, 256, 32, (20, 20)), (3, 32, 4, (1, 5)),
+                                                  (2, 32, 4, (4, 1)), (1, 32, 4, (2, 2))])
+def test_kernel_gradients_equal_the_autograd_function(kernel, batch, c, factor, hw):
+    """NativeEMA's C backward against FactoredEMA's PyTorch one (itself checked against finite differences)."""
+    m = ema(c, factor).train()
+    x = torch.randn(batch, c, *hw, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    g_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    inputs = [x, *m.parameters()]
+    y = m.forward_factored(x)
+    assert y.grad_fn.name() == "NativeEMABackward"
+    grads = torch.autograd.grad(y, inputs, g_out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ema_factored, "native_library", lambda: None)
+        y_ref = m.forward_factored(x)
+        assert y_ref.grad_fn.name() == "FactoredEMABackward"
+        grads_ref = torch.autograd.grad(y_ref, inputs, g_out)
+    assert (y - y_ref).abs().max() < 1e-5
+    for (name, _), g, g_ref in zip([("x", x), *m.named_parameters()], grads, grads_ref):
+        scale = max(1.0, float(g_ref.abs().max()))  # parameter gradients sum over many pixels
+        assert (g - g_ref).abs().max() < 2e-5 * scale, name
+
+
+def test_inference_takes_the_forward_kernel_and_other_dtypes_the_pytorch_ops(kernel, monkeypatch):
     calls = []
-    monkeypatch.setattr(ema_factored, "native_kernel", lambda: lambda *a: calls.append(a) or kernel(*a))
+    forward = ema_factored.native_forward
+    monkeypatch.setattr(ema_factored, "native_forward", lambda *a, **k: calls.append(a) or forward(*a, **k))
     m = ema(64, 8)
     x = torch.randn(2, 64, 9, 11)
     with torch.no_grad():
-        y = m.forward_factored(x)
-    assert len(calls) == 1
-    m.train()
-    y_train = m.forward_factored(x.requires_grad_())  # autograd needs FactoredEMA's saved tensors
-    assert len(calls) == 1 and y_train.grad_fn is not None
-    assert (y_train - y).abs().max() < 1e-5
-    with torch.no_grad():
-        m.double().forward_factored(x.detach().double())  # other dtypes run the PyTorch ops
-    assert len(calls) == 1
+        m.forward_factored(x)
+        assert len(calls) == 1
+        m.double().forward_factored(x.double())
+        assert len(calls) == 1
 
 
 def test_without_the_kernel_ema_runs_its_pytorch_ops(monkeypatch):
-    monkeypatch.setattr(ema_factored, "native_kernel", lambda: None)
+    monkeypatch.setattr(ema_factored, "native_library", lambda: None)
     m = ema(64, 8)
     x = torch.randn(2, 64, 9, 11)
     with torch.no_grad():
