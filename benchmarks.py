@@ -53,6 +53,7 @@ from utils import allocator, deploy, offline  # noqa: E402  (offline before ultr
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from models import ema_factored  # noqa: E402
 from models.common import REFERENCE_FORWARD, build_attention  # noqa: E402
 from models.yolo import Model, count_flops, resolve_cfg  # noqa: E402
 
@@ -779,10 +780,17 @@ MODULE_COLUMNS = [
 ]
 
 
-def formulation(name: str, shape: tuple[int, int, int, int]) -> str:
-    """Which formulation module ``name``'s forward uses at ``shape`` (empty for modules that have only one)."""
-    module = build_attention(name, shape[1])
-    return module.formulation(torch.empty(shape, device="meta")) if hasattr(module, "formulation") else ""
+def formulation(name: str, shape: tuple[int, int, int, int], device: torch.device = torch.device("cpu")) -> str:
+    """Which formulation module ``name``'s forward uses at ``shape`` (empty for modules that have only one), and
+    for EMA's factored form whether the C kernels run it (float32 CPU with a C compiler) or PyTorch ops."""
+    module = build_attention(name, shape[1]).to(device)
+    if not hasattr(module, "formulation"):
+        return ""
+    form = module.formulation(torch.empty(shape, device="meta"))
+    if form == "factored":
+        native = ema_factored.runs_native(torch.empty(0, device=device), *module.parameters())
+        form += " (C kernel)" if native else " (PyTorch ops)"
+    return form
 
 
 def time_modules_at(names: list[str], shape: tuple[int, int, int, int], device: torch.device,
@@ -820,7 +828,7 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
         medians = time_modules_at(names, (batch_size, c, size, size), dev, timing)
         for n in names:
             row = {"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
-                   "shape": f"{batch_size}x{c}x{size}x{size}", "uses": formulation(n, (batch_size, c, size, size)),
+                   "shape": f"{batch_size}x{c}x{size}x{size}", "uses": formulation(n, (batch_size, c, size, size), dev),
                    **medians[n]}
             if "ref_fwd_ms" in row:
                 row.update(fwd_speedup=row["ref_fwd_ms"] / row["fwd_ms"],

@@ -111,12 +111,17 @@ def factored_ema(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: tor
     """
     mean_operator, kernel, bias = branch_constants(w3, b3, beta, groups, *x.shape[2:])
     args = x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps
-    if (x.device.type == "cpu" and all(t.dtype == torch.float32 for t in (x, w1, b1, gamma, beta, b3))
-            and not torch.jit.is_tracing() and native_library() is not None):
+    if runs_native(x, w1, b1, gamma, beta, b3):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, b1, gamma, beta, b3, w3)):
             return NativeEMA.apply(*args)
         return native_forward(*args)[0]
     return FactoredEMA.apply(*args)
+
+
+def runs_native(x: torch.Tensor, *params: torch.Tensor) -> bool:
+    """Whether ``factored_ema`` runs the C kernels for this input and these parameters."""
+    return (x.device.type == "cpu" and all(t.dtype == torch.float32 for t in (x, *params))
+            and not torch.jit.is_tracing() and native_library() is not None)
 
 
 @functools.lru_cache(maxsize=None)

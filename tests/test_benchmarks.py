@@ -13,6 +13,7 @@ import torch
 
 import benchmarks as bm
 from utils import allocator, deploy
+from models import ema_factored
 from models.common import EMA, REFERENCE_FORWARD, THOP_CUSTOM_OPS
 
 TABLE2 = bm.GROUPS["s"] + bm.GROUPS["x-p2"]
@@ -201,7 +202,8 @@ def test_modules_tiny(tmp_path):
         assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
         has_ref = r["module"] in {c.__name__ for c in REFERENCE_FORWARD}
         side = int(r["shape"].split("x")[-1])
-        assert r["uses"] == ("" if r["module"] != "EMA" else "dense" if side * side < EMA.DENSE_BELOW else "factored")
+        factored = "factored (C kernel)" if ema_factored.native_library() else "factored (PyTorch ops)"
+        assert r["uses"] == ("" if r["module"] != "EMA" else "dense" if side * side < EMA.DENSE_BELOW else factored)
         assert ("ref_fwd_ms" in r) == has_ref and ("fwd_bwd_speedup" in r) == has_ref
     assert {r["shape"] for r in rows if r["module"] == "EMA"} == {"1x256x4x4", "1x512x2x2", "1x640x4x4", "1x320x8x8",
                                                                  "1x320x16x16"}
