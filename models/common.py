@@ -156,12 +156,14 @@ class EMA(nn.Module):
       descriptor ``d1`` is ``softmax(gn.bias)``; the 3x3 branch ``x2`` then enters only through (a) its channel
       means, which are the kernel applied to the per-tap window means of the input, and (b) its ``d1``-weighted
       channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over each group. That costs 9
-      multiply-adds per input value instead of ``9 c``. ``models/ema_factored.py`` implements it with a
-      hand-written backward (autograd through the same ops would make about 30 full-size passes, it makes ~17).
+      multiply-adds per input value instead of ``9 c``. ``models/ema_factored.py`` runs it, forward and backward,
+      as fused C kernels on float32 CPU tensors (``models/ema_kernel.c``: one pass per group of one image, in
+      cache) and as PyTorch ops with a hand-written backward elsewhere (CUDA, other dtypes, no C compiler).
 
     ``forward`` picks the dense form on feature maps of fewer than ``DENSE_BELOW`` positions (batch x height x
-    width: 5x5 maps and smaller, where the factored form's extra small operations cost as much as they save) and
-    the factored one above (1.1-1.6x faster from 10x10 up on CPU; ``python benchmarks.py --modules``).
+    width: 5x5 maps and smaller, where the factored form's PyTorch ops cost as much as they save) and the factored
+    one above (2-5x faster than the dense form at yolov5s's and yolov5x-p2's shapes on CPU with the C kernels,
+    1.1-1.6x with PyTorch ops; ``python benchmarks.py --modules``).
     Traced exports take ``TRACED`` (the dense form, valid for every input size): runtimes fuse its few large
     operations well and INT8 quantizers (NNCF) handle its convolutions, while the factored form uses constants
     cached per feature-map size and is meant for eager PyTorch.

@@ -1,4 +1,5 @@
-/* EMA's factored forward (models/ema_factored.py) as one fused CPU pass per row: inference only, float32.
+/* EMA's factored form (models/ema_factored.py) as fused float32 CPU kernels: ema_forward (inference, or training
+ * with the few per-row values the backward needs saved) and ema_backward.
  *
  * A row is one group of c channels of one image: c * h * w values, a few tens of KB for yolov5s's maps, so
  * after the first read every pass below runs from L1/L2. The PyTorch ops of the eager form each stream the whole
