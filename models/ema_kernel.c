@@ -42,24 +42,89 @@ typedef struct {
     float *features, *gates, *mean, *rstd, *d2, *gate;
 } Saved;
 
-/* Scratch floats one row needs. */
-static long scratch_size(int c, int h, int w) {
-    return (long)c * (h + w + 4) + (long)c * (h + w) + (long)h * w + (long)(h + 2) * (w + 2) + 3L * c;
+/* Planes padded to (h + 2) x (w + 2) with a zero border, plus one guard float before and after: every position
+ * t of padded rows 1..h ([lo, hi)) reads its nine 3x3 neighbours at t + offset[tap] inside the buffer, so the
+ * convolutions run as long flat loops (which vectorise) instead of one short loop per image row. Values computed
+ * at border positions are never used. */
+typedef struct {
+    int h, w, pw;
+    long lo, hi, size, offset[9];
+} Grid;
+
+static Grid make_grid(int h, int w) {
+    Grid g = {h, w, w + 2, w + 2, (long)(h + 1) * (w + 2), (long)(h + 2) * (w + 2) + 2, {0}};
+    for (int tap = 0; tap < 9; ++tap) g.offset[tap] = (long)(tap / 3 - 1) * g.pw + (tap % 3 - 1);
+    return g;
 }
 
-static void ema_row(const float *x, float *out, const Params *P, float *scratch, const Saved *S, long r) {
-    const int c = P->c, h = P->h, w = P->w, q = h + w, nf = q + 4, p = h * w, pw = w + 2;
-    float *features = scratch;          /* c x nf: row means, column means, corners */
-    float *gates = features + c * nf;   /* c x q: gate_h then gate_w */
-    float *z = gates + c * q;           /* p */
-    float *padded = z + p;              /* (h + 2) x (w + 2): one channel with a zero border */
-    float *coef = padded + (h + 2) * pw; /* c: d2 * gamma * rstd, the weight of y - mean in z */
-    float *mean = coef + c;             /* c: GroupNorm means */
-    float *d2 = mean + c;               /* c */
+static float *plane(float *buffer) { return buffer + 1; } /* past the leading guard */
 
-    for (int k = 0; k < c; ++k) {
-        const float *xk = x + (long)k * p;
-        float *fk = features + k * nf, *col = fk + h;
+static void pad(const Grid *g, float *padded, const float *compact) {
+    for (int i = 0; i < g->h; ++i) memcpy(padded + (long)(i + 1) * g->pw + 1, compact + (long)i * g->w, sizeof(float) * g->w);
+}
+
+static void outer(const Grid *g, float *padded, const float *gate_h, const float *gate_w) {
+    for (int i = 0; i < g->h; ++i) {
+        float *row = padded + (long)(i + 1) * g->pw + 1;
+        for (int j = 0; j < g->w; ++j) row[j] = gate_h[i] * gate_w[j];
+    }
+}
+
+#define CHUNK 512 /* float partial sums of this many terms, added up in double */
+
+/* sum over [lo, hi) of a[t] * b[t] */
+static double dot(const Grid *g, const float *a, const float *b) {
+    double total = 0.0;
+    for (long t0 = g->lo; t0 < g->hi; t0 += CHUNK) {
+        const long t1 = t0 + CHUNK < g->hi ? t0 + CHUNK : g->hi;
+        float partial = 0.0f;
+        for (long t = t0; t < t1; ++t) partial += a[t] * b[t];
+        total += partial;
+    }
+    return total;
+}
+
+/* Scratch floats one row of the forward needs. */
+static long scratch_size(int c, int h, int w) {
+    const long q = h + w, p = (long)h * w, padded = (long)(h + 2) * (w + 2) + 2;
+    return c * (q + 4) + c * q + p + 5 * padded + 2L * c;
+}
+
+typedef struct {
+    float *features, *gates, *gate, *mask, *x_pad, *outer_pad, *z_pad, *y_pad, *mean, *d2;
+} Scratch;
+
+static Scratch carve(float *s, int c, int h, int w, const Grid *g) {
+    const long q = h + w, p = (long)h * w;
+    Scratch k;
+    k.features = s, s += c * (q + 4);
+    k.gates = s, s += c * q;
+    k.gate = s, s += p;
+    k.mask = plane(s), s += g->size;
+    k.x_pad = plane(s), s += g->size;
+    k.outer_pad = plane(s), s += g->size;
+    k.z_pad = plane(s), s += g->size;
+    k.y_pad = plane(s), s += g->size;
+    k.mean = s, s += c;
+    k.d2 = s;
+    return k;
+}
+
+/* Zero borders and guards once per thread: rows overwrite only the interiors. */
+static void clear_scratch(float *s, int c, int h, int w) {
+    memset(s, 0, sizeof(float) * scratch_size(c, h, w));
+    Grid g = make_grid(h, w);
+    Scratch k = carve(s, c, h, w, &g);
+    for (int i = 0; i < h; ++i)
+        for (int j = 0; j < w; ++j) k.mask[(long)(i + 1) * g.pw + 1 + j] = 1.0f;
+}
+
+/* features (row means, column means, corners), gates = sigmoid(w1 @ pooled + b1), d2 = softmax(...) */
+static void descriptors(const float *x, const Params *P, Scratch *k) {
+    const int c = P->c, h = P->h, w = P->w, q = h + w, nf = q + 4, p = h * w;
+    for (int ch = 0; ch < c; ++ch) {
+        const float *xk = x + (long)ch * p;
+        float *fk = k->features + ch * nf, *col = fk + h;
         for (int j = 0; j < w; ++j) col[j] = 0.0f;
         for (int i = 0; i < h; ++i) {
             const float *row = xk + i * w;
@@ -76,85 +141,72 @@ static void ema_row(const float *x, float *out, const Params *P, float *scratch,
         fk[q + 2] = xk[(h - 1) * w];
         fk[q + 3] = xk[p - 1];
     }
-    /* 1x1 branch: gates = sigmoid(w1 @ pooled + b1) */
-    for (int k = 0; k < c; ++k) {
-        float *gk = gates + k * q;
-        for (int t = 0; t < q; ++t) gk[t] = P->b1[k];
+    for (int ch = 0; ch < c; ++ch) {
+        float *gk = k->gates + ch * q;
+        for (int u = 0; u < q; ++u) gk[u] = P->b1[ch];
         for (int j = 0; j < c; ++j) {
-            const float weight = P->w1[k * c + j], *fj = features + j * nf;
-            for (int t = 0; t < q; ++t) gk[t] += weight * fj[t];
+            const float weight = P->w1[ch * c + j], *fj = k->features + j * nf;
+            for (int u = 0; u < q; ++u) gk[u] += weight * fj[u];
         }
-        for (int t = 0; t < q; ++t) gk[t] = sigmoid(gk[t]);
+        for (int u = 0; u < q; ++u) gk[u] = sigmoid(gk[u]);
     }
-    /* d2 = softmax(b3 + features @ mean_operator) */
-    for (int k = 0; k < c; ++k) d2[k] = P->b3[k];
+    float *d2 = k->d2;
+    for (int ch = 0; ch < c; ++ch) d2[ch] = P->b3[ch];
     for (int f = 0; f < c * nf; ++f) {
-        const float v = features[f], *m = P->mean_operator + (long)f * c;
-        for (int k = 0; k < c; ++k) d2[k] += v * m[k];
+        const float v = k->features[f], *m = P->mean_operator + (long)f * c;
+        for (int ch = 0; ch < c; ++ch) d2[ch] += v * m[ch];
     }
     float top = d2[0], total = 0.0f;
-    for (int k = 1; k < c; ++k) top = d2[k] > top ? d2[k] : top;
-    for (int k = 0; k < c; ++k) total += (d2[k] = exp_approx(d2[k] - top));
-    for (int k = 0; k < c; ++k) d2[k] /= total;
-    /* GroupNorm statistics of y = x * gate_h * gate_w, rounded as PyTorch does ((x * gate_h) * gate_w); two
-     * passes (mean, then squared deviations) so nearly constant channels keep their variance */
+    for (int ch = 1; ch < c; ++ch) top = d2[ch] > top ? d2[ch] : top;
+    for (int ch = 0; ch < c; ++ch) total += (d2[ch] = exp_approx(d2[ch] - top));
+    for (int ch = 0; ch < c; ++ch) d2[ch] /= total;
+}
+
+static void ema_row(const float *x, float *out, const Params *P, Scratch *k, const Saved *S, long r) {
+    const int c = P->c, h = P->h, w = P->w, q = h + w, nf = q + 4, p = h * w;
+    const Grid g = make_grid(h, w);
+    descriptors(x, P, k);
+    /* z = d1 . b3 + sum_k d2_k beta_k + sum_k (coef_k (y_k - mean_k) + depthwise 3x3 of x_k), y = x gate_h gate_w;
+     * GroupNorm statistics in two passes (mean, then squared deviations): nearly constant channels keep their
+     * variance, and subtracting the mean before scaling keeps them as exact as PyTorch's GroupNorm */
     double shift = P->bias;
-    for (int k = 0; k < c; ++k) {
-        const float *xk = x + (long)k * p, *gate_h = gates + k * q, *gate_w = gate_h + h;
-        double total = 0.0;
-        for (int i = 0; i < h; ++i) {
-            const float *row = xk + i * w, gh = gate_h[i];
-            float partial = 0.0f;
-            for (int j = 0; j < w; ++j) partial += row[j] * gh * gate_w[j];
-            total += partial;
-        }
-        const float m = (float)(total / p);
-        double squares = 0.0;
-        for (int i = 0; i < h; ++i) {
-            const float *row = xk + i * w, gh = gate_h[i];
-            float partial = 0.0f;
-            for (int j = 0; j < w; ++j) {
-                const float d = row[j] * gh * gate_w[j] - m;
-                partial += d * d;
-            }
-            squares += partial;
-        }
-        const double rstd = 1.0 / sqrt(squares / p + P->eps);
-        mean[k] = m;
-        coef[k] = (float)(d2[k] * P->gamma[k] * rstd);
-        shift += d2[k] * P->beta[k];
-        if (S->rstd) S->rstd[r * c + k] = (float)rstd;
+    for (int ch = 0; ch < c; ++ch) shift += k->d2[ch] * P->beta[ch];
+    for (long t = g.lo; t < g.hi; ++t) k->z_pad[t] = (float)shift;
+    for (int ch = 0; ch < c; ++ch) {
+        const float *xk = x + (long)ch * p, *K = P->kernel + 9 * ch;
+        float *xp = k->x_pad, *op = k->outer_pad, *yc = k->y_pad, *z = k->z_pad;
+        pad(&g, xp, xk);
+        outer(&g, op, k->gates + ch * q, k->gates + ch * q + h);
+        const float m = (float)(dot(&g, xp, op) / p);
+        for (long t = g.lo; t < g.hi; ++t) yc[t] = (xp[t] * op[t] - m) * k->mask[t];
+        const double rstd = 1.0 / sqrt(dot(&g, yc, yc) / p + P->eps);
+        const float coef = (float)(k->d2[ch] * P->gamma[ch] * rstd);
+        const float k0 = K[0], k1 = K[1], k2 = K[2], k3 = K[3], k4 = K[4], k5 = K[5], k6 = K[6], k7 = K[7], k8 = K[8];
+        const long o0 = g.offset[0], o1 = g.offset[1], o2 = g.offset[2], o3 = g.offset[3], o5 = g.offset[5],
+                   o6 = g.offset[6], o7 = g.offset[7], o8 = g.offset[8];
+        float *restrict zr = z;
+        const float *restrict xr = xp, *restrict yr = yc;
+        for (long t = g.lo; t < g.hi; ++t)
+            zr[t] += k0 * xr[t + o0] + k1 * xr[t + o1] + k2 * xr[t + o2] + k3 * xr[t + o3] + k4 * xr[t]
+                   + k5 * xr[t + o5] + k6 * xr[t + o6] + k7 * xr[t + o7] + k8 * xr[t + o8] + coef * yr[t];
+        k->mean[ch] = m;
+        if (S->rstd) S->rstd[r * c + ch] = (float)rstd;
     }
-    /* z = shift + sum_k (coef_k (y_k - mean_k) + depthwise 3x3 of x_k with the d1-combined kernel); subtracting the
-     * mean before scaling keeps nearly constant channels (variance << mean^2) as exact as PyTorch's GroupNorm */
-    for (int t = 0; t < p; ++t) z[t] = (float)shift;
-    memset(padded, 0, sizeof(float) * (h + 2) * pw);
-    for (int k = 0; k < c; ++k) {
-        const float *xk = x + (long)k * p, *gate_h = gates + k * q, *gate_w = gate_h + h;
-        const float *K = P->kernel + 9 * k;
-        for (int i = 0; i < h; ++i) memcpy(padded + (i + 1) * pw + 1, xk + i * w, sizeof(float) * w);
-        for (int i = 0; i < h; ++i) {
-            const float *r0 = padded + i * pw, *r1 = r0 + pw, *r2 = r1 + pw;
-            const float gh = gate_h[i], scale = coef[k], centre = mean[k];
-            float *zi = z + i * w;
-            for (int j = 0; j < w; ++j)
-                zi[j] += K[0] * r0[j] + K[1] * r0[j + 1] + K[2] * r0[j + 2] + K[3] * r1[j] + K[4] * r1[j + 1]
-                       + K[5] * r1[j + 2] + K[6] * r2[j] + K[7] * r2[j + 1] + K[8] * r2[j + 2]
-                       + scale * (r1[j + 1] * gh * gate_w[j] - centre);
-        }
+    for (int i = 0; i < h; ++i) {
+        const float *zi = k->z_pad + (long)(i + 1) * g.pw + 1;
+        for (int j = 0; j < w; ++j) k->gate[i * w + j] = sigmoid(zi[j]);
     }
-    for (int t = 0; t < p; ++t) z[t] = sigmoid(z[t]);
-    for (int k = 0; k < c; ++k) {
-        const float *xk = x + (long)k * p;
-        float *ok = out + (long)k * p;
-        for (int t = 0; t < p; ++t) ok[t] = xk[t] * z[t];
+    for (int ch = 0; ch < c; ++ch) {
+        const float *xk = x + (long)ch * p;
+        float *ok = out + (long)ch * p;
+        for (int t = 0; t < p; ++t) ok[t] = xk[t] * k->gate[t];
     }
     if (S->features) {
-        memcpy(S->features + r * c * nf, features, sizeof(float) * c * nf);
-        memcpy(S->gates + r * c * q, gates, sizeof(float) * c * q);
-        memcpy(S->mean + r * c, mean, sizeof(float) * c);
-        memcpy(S->d2 + r * c, d2, sizeof(float) * c);
-        memcpy(S->gate + r * p, z, sizeof(float) * p);
+        memcpy(S->features + r * c * nf, k->features, sizeof(float) * c * nf);
+        memcpy(S->gates + r * c * q, k->gates, sizeof(float) * c * q);
+        memcpy(S->mean + r * c, k->mean, sizeof(float) * c);
+        memcpy(S->d2 + r * c, k->d2, sizeof(float) * c);
+        memcpy(S->gate + r * p, k->gate, sizeof(float) * p);
     }
 }
 
@@ -173,9 +225,15 @@ int ema_forward(const float *x, float *out, long rows, int c, int h, int w, cons
     {
         float *scratch = (float *)malloc(sizeof(float) * scratch_size(c, h, w));
         failed = scratch == NULL;
+        Grid g = make_grid(h, w);
+        Scratch k = {0};
+        if (scratch) {
+            clear_scratch(scratch, c, h, w);
+            k = carve(scratch, c, h, w, &g);
+        }
 #pragma omp for schedule(static)
         for (long r = 0; r < rows; ++r)
-            if (scratch) ema_row(x + r * row_size, out + r * row_size, &P, scratch, &S, r);
+            if (scratch) ema_row(x + r * row_size, out + r * row_size, &P, &k, &S, r);
         free(scratch);
     }
     return failed ? -1 : 0;
