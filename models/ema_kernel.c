@@ -246,7 +246,7 @@ long ema_grads_size(int groups, int c, int h, int w) {
 }
 
 static long backward_scratch_size(int c, int h, int w) {
-    return (long)h * w + 2L * (h + 2) * (w + 2) + 2L * c + (long)c * (h + w) + (long)c * (h + w + 4);
+    return (long)h * w + 3L * ((h + 2) * (w + 2) + 2) + 2L * c + (long)c * (h + w) + (long)c * (h + w + 4);
 }
 
 static void ema_row_backward(const float *x, const float *grad, float *gx, const Params *P, const Saved *S, long r,
@@ -257,9 +257,10 @@ static void ema_row_backward(const float *x, const float *grad, float *gx, const
     float *g_w1 = g, *g_b1 = g_w1 + c * c, *g_gamma = g_b1 + c, *g_beta = g_gamma + c, *g_b3 = g_beta + c;
     float *g_mean_operator = g_b3 + c, *g_kernel = g_mean_operator + (long)c * nf * c + 9L * group * c;
     float *g_bias = g_mean_operator + (long)c * nf * c + 9L * groups * c + group;
-    float *g_z = scratch;                          /* p */
-    float *g_z_pad = g_z + p, *x_pad = g_z_pad + (h + 2) * pw; /* (h + 2) x (w + 2) each, zero border */
-    float *t = x_pad + (h + 2) * pw;                /* c: sum_p g_z y_hat_k */
+    const long padded = (long)(h + 2) * pw + 2;      /* a padded plane with its guards (see Grid) */
+    float *g_z = scratch;                           /* p */
+    float *g_z_pad = g_z + p + 1, *x_pad = g_z_pad + padded, *conv_pad = x_pad + padded;
+    float *t = conv_pad + padded - 1;               /* c: sum_p g_z y_hat_k */
     float *g_m2 = t + c;                            /* c */
     float *g_pre = g_m2 + c;                        /* c x q: gradient of the gates, then of their logits */
     float *g_features = g_pre + c * q;              /* c x nf */
@@ -288,10 +289,10 @@ static void ema_row_backward(const float *x, const float *grad, float *gx, const
         g_beta[k] += d2[k] * g_z_sum;
     }
     /* d2 = softmax(b3 + features @ mean_operator) */
-    float dot = 0.0f;
-    for (int k = 0; k < c; ++k) dot += d2[k] * (P->gamma[k] * t[k] + P->beta[k] * g_z_sum);
+    float weighted = 0.0f;
+    for (int k = 0; k < c; ++k) weighted += d2[k] * (P->gamma[k] * t[k] + P->beta[k] * g_z_sum);
     for (int k = 0; k < c; ++k) {
-        g_m2[k] = d2[k] * (P->gamma[k] * t[k] + P->beta[k] * g_z_sum - dot);
+        g_m2[k] = d2[k] * (P->gamma[k] * t[k] + P->beta[k] * g_z_sum - weighted);
         g_b3[k] += g_m2[k];
     }
     for (int f = 0; f < c * nf; ++f) {
@@ -322,31 +323,29 @@ static void ema_row_backward(const float *x, const float *grad, float *gx, const
             g_gate_h[i] = acc;
         }
     }
-    /* the depthwise conv: its input gradient (the kernel applied backwards to g_z) and the kernel's */
-    memset(g_z_pad, 0, sizeof(float) * 2 * (h + 2) * pw);
-    for (int i = 0; i < h; ++i) memcpy(g_z_pad + (i + 1) * pw + 1, g_z + i * w, sizeof(float) * w);
+    /* the depthwise conv: its input gradient (the kernel applied backwards to g_z) and the kernel's, as flat
+     * loops over padded planes (see Grid) */
+    const Grid G = make_grid(h, w);
+    memset(g_z_pad - 1, 0, sizeof(float) * 2 * G.size);
+    pad(&G, g_z_pad, g_z);
     for (int k = 0; k < c; ++k) {
-        const float *xk = x + (long)k * p, *K = P->kernel + 9L * (group * c + k);
+        const float *K = P->kernel + 9L * (group * c + k);
         float *gxk = gx + (long)k * p, *gK = g_kernel + 9 * k;
-        for (int i = 0; i < h; ++i) memcpy(x_pad + (i + 1) * pw + 1, xk + i * w, sizeof(float) * w);
+        pad(&G, x_pad, x + (long)k * p);
+        const float k0 = K[0], k1 = K[1], k2 = K[2], k3 = K[3], k4 = K[4], k5 = K[5], k6 = K[6], k7 = K[7], k8 = K[8];
+        const long o0 = G.offset[0], o1 = G.offset[1], o2 = G.offset[2], o3 = G.offset[3], o5 = G.offset[5],
+                   o6 = G.offset[6], o7 = G.offset[7], o8 = G.offset[8];
+        float *restrict out = conv_pad;
+        const float *restrict zp = g_z_pad;
+        for (long u = G.lo; u < G.hi; ++u)
+            out[u] = k8 * zp[u + o0] + k7 * zp[u + o1] + k6 * zp[u + o2] + k5 * zp[u + o3] + k4 * zp[u]
+                   + k3 * zp[u + o5] + k2 * zp[u + o6] + k1 * zp[u + o7] + k0 * zp[u + o8];
         for (int i = 0; i < h; ++i) {
-            const float *z0 = g_z_pad + i * pw, *z1 = z0 + pw, *z2 = z1 + pw;
+            const float *cr = conv_pad + (long)(i + 1) * G.pw + 1;
             float *gxr = gxk + i * w;
-            for (int j = 0; j < w; ++j)
-                gxr[j] += K[8] * z0[j] + K[7] * z0[j + 1] + K[6] * z0[j + 2] + K[5] * z1[j] + K[4] * z1[j + 1]
-                        + K[3] * z1[j + 2] + K[2] * z2[j] + K[1] * z2[j + 1] + K[0] * z2[j + 2];
+            for (int j = 0; j < w; ++j) gxr[j] += cr[j];
         }
-        for (int ky = 0; ky < 3; ++ky)
-            for (int kx = 0; kx < 3; ++kx) {
-                double acc = 0.0;
-                for (int i = 0; i < h; ++i) {
-                    const float *xr = x_pad + (i + ky) * pw + kx, *gzr = g_z + i * w;
-                    float partial = 0.0f;
-                    for (int j = 0; j < w; ++j) partial += gzr[j] * xr[j];
-                    acc += partial;
-                }
-                gK[3 * ky + kx] += (float)acc;
-            }
+        for (int tap = 0; tap < 9; ++tap) gK[tap] += (float)dot(&G, g_z_pad, x_pad + G.offset[tap]);
     }
     *g_bias += g_z_sum;
     /* gates = sigmoid(w1 @ pooled + b1); the pooled means and corners also feed d2 */
