@@ -149,6 +149,11 @@ def _pointers(*tensors: torch.Tensor) -> list[int]:
     return [t.data_ptr() for t in tensors]
 
 
+def _check(status: int, c: int, h: int, w: int) -> None:
+    if status:
+        raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+
+
 def native_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                    b3: torch.Tensor, mean_operator: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor,
                    groups: int, eps: float, save: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -161,9 +166,8 @@ def native_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: t
     saved = tuple(x.new_empty(shape) for shape in ((n, c, q + 4), (n, c, q), (n, c), (n, c), (n, c), (n, h * w))) \
         if save else ()
     arrays = [t.detach().contiguous() for t in (w1, b1, gamma, beta, b3, mean_operator, kernel)]
-    if native_library().ema_forward(*_pointers(x, out), n, c, h, w, *_pointers(*arrays), float(bias[0]) * c, eps,
-                                    *(_pointers(*saved) if save else [None] * 6), torch.get_num_threads()):
-        raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+    _check(native_library().ema_forward(*_pointers(x, out), n, c, h, w, *_pointers(*arrays), float(bias[0]) * c, eps,
+                                        *(_pointers(*saved) if save else [None] * 6), torch.get_num_threads()), c, h, w)
     return out, saved
 
 
@@ -188,12 +192,12 @@ class NativeEMA(torch.autograd.Function):
         c, q = ch // groups, h + w
         g_x = torch.empty_like(x)
         sizes = [c * c, c, c, c, c, c * (q + 4) * c, groups * c * 9, groups]  # the layout of ema_grads_size
-        assert native_library().ema_grads_size(groups, c, h, w) == sum(sizes), "ema_kernel.c: gradient layout"
+        if native_library().ema_grads_size(groups, c, h, w) != sum(sizes):
+            raise RuntimeError("models/ema_kernel.c lays out its parameter gradients differently from NativeEMA")
         grads, grad_out = x.new_empty(sum(sizes)), grad_out.contiguous()
-        if native_library().ema_backward(*_pointers(x, grad_out, g_x, grads), b * groups, groups, c, h,
-                                         w, *_pointers(w1, gamma, beta, mean_operator, kernel, *saved),
-                                         torch.get_num_threads()):
-            raise MemoryError(f"EMA kernel: no memory for its per-thread scratch ({h}x{w} map, {c} channels)")
+        _check(native_library().ema_backward(*_pointers(x, grad_out, g_x, grads), b * groups, groups, c, h, w,
+                                             *_pointers(w1, gamma, beta, mean_operator, kernel, *saved),
+                                             torch.get_num_threads()), c, h, w)
         g_w1, g_b1, g_gamma, g_beta, g_b3, g_mean_operator, g_kernel, g_bias = grads.split(sizes)
         return (g_x, g_w1.view(c, c, 1, 1), g_b1, g_gamma, g_beta, g_b3, g_mean_operator.view(-1, c),
                 g_kernel.view(ch, 1, 3, 3), g_bias.view(groups, 1).expand(groups, c).reshape(ch), None, None)

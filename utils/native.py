@@ -86,5 +86,6 @@ def load(source: Path) -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(str(build(source)))
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        LOGGER.warning(f"WARNING ⚠️ native {source.name} unavailable, using PyTorch ops instead (slower on CPU): {e}")
+        LOGGER.warning(f"WARNING ⚠️ native {source.name} unavailable, using PyTorch ops instead (slower on CPU): "
+                       f"{e}")
         return None
