@@ -1,6 +1,7 @@
 """The fused C kernel of EMA's inference forward (models/ema_kernel.c) and its build/load helper (utils/native.py)."""
 
 import logging
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ from models import ema_factored
 from models.common import EMA
 from utils import native
 
-HAS_CC = platform.system() == "Linux" and shutil.which("cc") is not None
+HAS_CC = platform.system() == "Linux" and shutil.which(os.environ.get("CC", "cc")) is not None
 
 
 def ema(c: int, factor: int, seed: int = 0) -> EMA:
