@@ -21,9 +21,12 @@ Peak memory: bytes of tensors alive at the peak of one forward pass beyond those
 and workspaces; weights excluded), from PyTorch's allocator events on CPU or ``max_memory_allocated`` on CUDA.
 
 Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory (``utils/allocator.py``, as
-train.py, val.py and detect.py do on CPU). With glibc's defaults every large tensor is paged in afresh by the kernel, which on CPU
-costs more than some of the layers themselves (about 20% of a yolov5s forward on the machine of the README's table)
-and penalises every extra layer; ``--stock-malloc`` measures with the defaults.
+train.py, val.py and detect.py do on CPU). With glibc's defaults every large tensor is paged in afresh by the
+kernel, which on CPU costs more than some of the layers themselves (about 20% of a yolov5s forward on the machine
+of the README's table) and penalises every extra layer; ``--stock-malloc`` measures with the defaults.
+
+EMA runs on its C kernels on CPU where a C compiler is found (``models/ema_kernel.c``; ``--modules`` says which
+path each shape takes); ``YOLOV5_ATTENTION_NATIVE=0`` measures its PyTorch-ops path instead.
 """
 
 from __future__ import annotations

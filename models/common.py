@@ -182,7 +182,7 @@ class EMA(nn.Module):
         self.conv3x3 = nn.Conv2d(c, c, kernel_size=3, padding=1)
 
     def formulation(self, x: torch.Tensor) -> str:
-        """``dense`` or ``factored``: the form ``forward`` uses for an input shaped like ``x`` (``TRACED`` when traced)."""
+        """``dense`` or ``factored``: the form ``forward`` uses for an input shaped like ``x`` (``TRACED`` if traced)."""
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.TRACED
         b, _, h, w = x.shape
