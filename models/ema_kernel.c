@@ -60,7 +60,8 @@ static Grid make_grid(int h, int w) {
 static float *plane(float *buffer) { return buffer + 1; } /* past the leading guard */
 
 static void pad(const Grid *g, float *padded, const float *compact) {
-    for (int i = 0; i < g->h; ++i) memcpy(padded + (long)(i + 1) * g->pw + 1, compact + (long)i * g->w, sizeof(float) * g->w);
+    for (int i = 0; i < g->h; ++i)
+        memcpy(padded + (long)(i + 1) * g->pw + 1, compact + (long)i * g->w, sizeof(float) * g->w);
 }
 
 static void outer(const Grid *g, float *padded, const float *gate_h, const float *gate_w) {
