@@ -3,6 +3,7 @@
 import logging
 import os
 import platform
+import shlex
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from models import ema_factored
 from models.common import EMA
 from utils import native
 
-HAS_CC = platform.system() == "Linux" and shutil.which(os.environ.get("CC", "cc")) is not None
+HAS_CC = platform.system() == "Linux" and shutil.which((shlex.split(os.environ.get("CC", "cc")) or [""])[0]) is not None
 
 
 def ema(c: int, factor: int, seed: int = 0) -> EMA:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -45,9 +46,9 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
-def _compiler_version(cc: str) -> str:
+def _compiler_version(cc: list[str]) -> str:
     try:
-        return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -55,10 +56,11 @@ def _compiler_version(cc: str) -> str:
 def build(source: Path, cc: str | None = None) -> Path:
     """The shared library of ``source``, compiled unless the cache has it; raises ``RuntimeError`` on failure."""
     cc = cc or os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
+    command = shlex.split(cc)  # CC may carry a launcher or flags ("ccache gcc", "gcc -m64")
+    if not command or shutil.which(command[0]) is None:
         raise RuntimeError(f"no C compiler '{cc}' on PATH (set CC, or install gcc/clang)")
     text = source.read_bytes()
-    key = hashlib.sha256(b"\0".join([text, " ".join(FLAGS).encode(), _compiler_version(cc).encode(),
+    key = hashlib.sha256(b"\0".join([text, " ".join([*command, *FLAGS]).encode(), _compiler_version(command).encode(),
                                      _cpu_id().encode()])).hexdigest()[:16]
     target = cache_dir() / f"{source.stem}-{key}.so"
     if target.is_file():
@@ -67,7 +69,7 @@ def build(source: Path, cc: str | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([cc, *FLAGS, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
+        result = subprocess.run([*command, *FLAGS, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{cc} failed on {source}:\n{result.stderr.strip()[-2000:]}")
