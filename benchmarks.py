@@ -381,9 +381,6 @@ def inference_call(model: nn.Module, im: torch.Tensor) -> Callable[[], Any]:
 # Exported formats (export.py) and mAP (val.py)
 # ----------------------------------------------------------------------------------------------------
 
-RUNTIMES = ("onnx", "openvino")  # --formats shorthands: every variant of that runtime this CPU can run
-
-
 def parse_formats(formats: str | Iterable[str] | None) -> list[str]:
     """The deployment variants (``utils/deploy.py``) behind ``--formats``: a runtime (``onnx``, ``openvino``: its fp32,
     bf16 where the CPU has it, and INT8 variants) or variant names such as ``openvino-int8``."""
@@ -392,12 +389,12 @@ def parse_formats(formats: str | Iterable[str] | None) -> list[str]:
     items = formats.split(",") if isinstance(formats, str) else [f for x in formats for f in str(x).split(",")]
     variants: list[str] = []
     for f in (x.strip().lower() for x in items if x.strip()):
-        if f in RUNTIMES:
+        if f in deploy.RUNTIMES:
             variants += deploy.variants_for_formats([f])
         elif f in deploy.VARIANTS and f != "pytorch":
             variants.append(f)
         else:
-            choices = [*RUNTIMES, *(v for v in deploy.VARIANTS if v != "pytorch")]
+            choices = [*deploy.RUNTIMES, *(v for v in deploy.VARIANTS if v != "pytorch")]
             raise BenchmarkError(f"--formats {f}: unknown; choose from {', '.join(choices)}")
     try:
         return deploy.check_variants(variants)

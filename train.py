@@ -135,6 +135,7 @@ def run(argv: list[str] | None = None, **kwargs):
         trainer.train()
     return trainer
 
+
 def main(argv: list[str] | None = None) -> int:
     from utils.cli import user_errors
 

@@ -65,13 +65,16 @@ def default_variants() -> list[str]:
     return [v for v in VARIANTS if v != "openvino-fp16" and (bf16 or v not in BF16_VARIANTS)]
 
 
+RUNTIMES = ("onnx", "openvino")  # --formats shorthands: every variant of the runtime that this CPU can run
+
+
 def variants_for_formats(formats: Iterable[str], int8: bool = True) -> list[str]:
     """The variants behind ``benchmarks.py --formats onnx,openvino``: fp32, bf16 (where the CPU has it) and INT8 of
     each runtime (INT8 left out with ``int8=False``)."""
     formats = {f.strip().lower() for f in formats}
-    bad = formats - {"onnx", "openvino"}
+    bad = formats - set(RUNTIMES)
     if bad:
-        raise ValueError(f"--formats {', '.join(sorted(bad))}: unknown; choose from onnx, openvino")
+        raise ValueError(f"--formats {', '.join(sorted(bad))}: unknown; choose from {', '.join(RUNTIMES)}")
     return [v for v in default_variants() if v != "pytorch" and VARIANTS[v][0].split("-")[0] in formats
             and (int8 or "int8" not in v)]
 
