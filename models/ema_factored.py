@@ -178,10 +178,10 @@ class NativeEMA(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                 b3: torch.Tensor, mean_operator: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int,
                 eps: float) -> torch.Tensor:
+        x = x.contiguous()  # once, for the kernel and for the backward
         out, saved = native_forward(x, w1, b1, gamma, beta, b3, mean_operator, kernel, bias, groups, eps, save=True)
         ctx.groups = groups
-        ctx.save_for_backward(x.contiguous(), *(t.detach().contiguous() for t in (w1, gamma, beta, mean_operator,
-                                                                                   kernel)), *saved)
+        ctx.save_for_backward(x, *(t.detach().contiguous() for t in (w1, gamma, beta, mean_operator, kernel)), *saved)
         return out
 
     @staticmethod
