@@ -24,9 +24,6 @@ Allocator: on Linux/glibc the benchmark first tells malloc to keep freed memory 
 train.py, val.py and detect.py do on CPU). With glibc's defaults every large tensor is paged in afresh by the
 kernel, which on CPU costs more than some of the layers themselves (about 20% of a yolov5s forward on the machine
 of the README's table) and penalises every extra layer; ``--stock-malloc`` measures with the defaults.
-
-EMA runs on its C kernels on CPU where a C compiler is found (``models/ema_kernel.c``; ``--modules`` says which
-path each shape takes); ``YOLOV5_ATTENTION_NATIVE=0`` measures its PyTorch-ops path instead.
 """
 
 from __future__ import annotations
@@ -56,8 +53,7 @@ from utils import allocator, deploy, offline  # noqa: E402  (offline before ultr
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from models import ema_factored  # noqa: E402
-from models.common import REFERENCE_FORWARD, build_attention  # noqa: E402
+from models.common import build_attention  # noqa: E402
 from models.yolo import Model, count_flops, resolve_cfg  # noqa: E402
 
 offline.configure()
@@ -745,52 +741,27 @@ def module_sites(imgsz: int, families: Iterable[str] = tuple(MODULE_SITES)) -> l
 
 
 def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    """Forward (eval, inference mode) and forward+backward (train mode) of ``module``, and of its reference if any."""
-    ref = REFERENCE_FORWARD.get(type(module))
+    """Forward (eval, inference mode) and forward+backward (train mode) of ``module``."""
     xg = x.detach().clone().requires_grad_(True)
 
-    def fwd(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], Any]:
-        def call() -> Any:
-            module.eval()
-            with torch.inference_mode():
-                return f(x)
+    def fwd() -> Any:
+        module.eval()
+        with torch.inference_mode():
+            return module(x)
 
-        return call
+    def fwd_bwd() -> None:
+        module.train()
+        module(xg).square().mean().backward()
+        module.zero_grad(set_to_none=True)
+        xg.grad = None
 
-    def fwd_bwd(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], Any]:
-        def call() -> None:
-            module.train()
-            f(xg).square().mean().backward()
-            module.zero_grad(set_to_none=True)
-            xg.grad = None
-
-        return call
-
-    calls = {"fwd": fwd(module), "fwd_bwd": fwd_bwd(module)}
-    if ref is not None:
-        calls |= {"ref_fwd": fwd(lambda t: ref(module, t)), "ref_fwd_bwd": fwd_bwd(lambda t: ref(module, t))}
-    return calls
+    return {"fwd": fwd, "fwd_bwd": fwd_bwd}
 
 
 MODULE_COLUMNS = [
-    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"), Column("uses", "uses"),
-    Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("ref_fwd_ms", "reference fwd (ms)", "{:.3f}"),
-    Column("fwd_speedup", "speed-up", "{:.2f}x"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
-    Column("ref_fwd_bwd_ms", "reference fwd+bwd (ms)", "{:.3f}"), Column("fwd_bwd_speedup", "speed-up", "{:.2f}x"),
+    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"),
+    Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
 ]
-
-
-def formulation(name: str, shape: tuple[int, int, int, int], device: torch.device = torch.device("cpu")) -> str:
-    """Which formulation module ``name``'s forward uses at ``shape`` (empty for modules that have only one), and
-    for EMA's factored form whether the C kernels run it (float32 CPU with a C compiler) or PyTorch ops."""
-    module = build_attention(name, shape[1]).to(device)
-    if not hasattr(module, "formulation"):
-        return ""
-    form = module.formulation(torch.empty(shape, device="meta"))
-    if form == "factored":
-        native = ema_factored.runs_native(torch.empty(0, device=device), *module.parameters())
-        form += " (C kernel)" if native else " (PyTorch ops)"
-    return form
 
 
 def time_modules_at(names: list[str], shape: tuple[int, int, int, int], device: torch.device,
@@ -811,7 +782,7 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
                 project: str | Path = ROOT / "runs" / "benchmarks", name: str = "modules",
                 exist_ok: bool = False, families: Iterable[str] = tuple(MODULE_SITES),
                 stock_malloc: bool = False) -> list[dict]:
-    """Time each attention module alone at its Table 2 shapes, interleaved with its reference formula if it has one."""
+    """Time each attention module alone at its Table 2 shapes, all modules of a shape interleaved."""
     if threads:
         torch.set_num_threads(threads)
     malloc = configure_malloc(stock_malloc)
@@ -828,16 +799,11 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
         medians = time_modules_at(names, (batch_size, c, size, size), dev, timing)
         for n in names:
             row = {"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
-                   "shape": f"{batch_size}x{c}x{size}x{size}", "uses": formulation(n, (batch_size, c, size, size), dev),
-                   **medians[n]}
-            if "ref_fwd_ms" in row:
-                row.update(fwd_speedup=row["ref_fwd_ms"] / row["fwd_ms"],
-                           fwd_bwd_speedup=row["ref_fwd_bwd_ms"] / row["fwd_bwd_ms"])
+                   "shape": f"{batch_size}x{c}x{size}x{size}", **medians[n]}
             rows.append(row)
     what = "CPU time" if clock == "cpu" else "latency"
     header = (f"Attention modules {describe(dev, malloc)} · shapes at {imgsz}x{imgsz} · {what}: medians of "
-              "interleaved runs; reference = the straightforward formula (REFERENCE_FORWARD in models/common.py), "
-              "uses = the formulation the module's forward picks at that shape")
+              "interleaved runs")
     table = markdown_table(rows, MODULE_COLUMNS)
     log(f"\n{header}\n\n{table}\n")
     (save_dir / "modules.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")

@@ -15,7 +15,6 @@ import math
 import torch
 import torch.nn as nn
 
-from models.ema_factored import factored_ema
 
 
 def autopad(k: int | tuple, p: int | tuple | None = None, d: int = 1) -> int | list:
@@ -145,32 +144,9 @@ def _check_divisible(name: str, channels: int, divisor: int, what: str) -> None:
 class EMA(nn.Module):
     """Efficient Multi-Scale Attention (Ouyang et al., ICASSP 2023).
 
-    Channels are split into ``factor`` groups; a shared 1x1 branch (directional pooling) and a 3x3
-    branch are combined by cross-spatial learning into one per-pixel gate for each group.
-
-    Two exact formulations of the same function (the tests assert they agree, forward and gradients):
-
-    * ``forward_dense``, the paper's: groups folded into the batch, both branches materialised;
-    * ``forward_factored``, which never runs the dense ``c x c`` 3x3 conv of each group (``c = C / factor``):
-      the GroupNorm branch ``x1`` normalises every channel, so its channel means are ``gn.bias`` and its softmax
-      descriptor ``d1`` is ``softmax(gn.bias)``; the 3x3 branch ``x2`` then enters only through (a) its channel
-      means, which are the kernel applied to the per-tap window means of the input, and (b) its ``d1``-weighted
-      channel sum, one depthwise 3x3 conv with the ``d1``-combined kernel summed over each group. That costs 9
-      multiply-adds per input value instead of ``9 c``. ``models/ema_factored.py`` runs it, forward and backward,
-      as fused C kernels on float32 CPU tensors (``models/ema_kernel.c``: one pass per group of one image, in
-      cache) and as PyTorch ops with a hand-written backward elsewhere (CUDA, other dtypes, no C compiler).
-
-    ``forward`` picks the dense form on feature maps of fewer than ``DENSE_BELOW`` positions (batch x height x
-    width: 5x5 maps and smaller, where the factored form's PyTorch ops cost as much as they save) and the factored
-    one above (2-5x faster than the dense form at yolov5s's and yolov5x-p2's shapes on CPU with the C kernels,
-    1.1-1.6x with PyTorch ops; ``python benchmarks.py --modules``).
-    Traced exports take ``TRACED`` (the dense form, valid for every input size): runtimes fuse its few large
-    operations well and INT8 quantizers (NNCF) handle its convolutions, while the factored form uses constants
-    cached per feature-map size and is meant for eager PyTorch.
+    Channels are split into ``factor`` groups folded into the batch; a shared 1x1 branch (directional pooling) and
+    a 3x3 branch are combined by cross-spatial learning into one per-pixel gate for each group.
     """
-
-    DENSE_BELOW = 36
-    TRACED = "dense"  # exports (ONNX, TorchScript, OpenVINO) get the paper's graph, which runtimes fuse and quantize
 
     def __init__(self, c1: int, factor: int = 32):
         super().__init__()
@@ -181,18 +157,7 @@ class EMA(nn.Module):
         self.conv1x1 = nn.Conv2d(c, c, kernel_size=1)
         self.conv3x3 = nn.Conv2d(c, c, kernel_size=3, padding=1)
 
-    def formulation(self, x: torch.Tensor) -> str:
-        """``dense`` or ``factored``: the form ``forward`` uses for an input shaped like ``x`` (``TRACED`` if traced)."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return self.TRACED
-        b, _, h, w = x.shape
-        return "dense" if b * h * w < self.DENSE_BELOW else "factored"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_dense(x) if self.formulation(x) == "dense" else self.forward_factored(x)
-
-    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
-        """The paper's formulation."""
         b, ch, h, w = x.shape
         g = x.reshape(b * self.groups, ch // self.groups, h, w)
         # 1x1 branch: pool along W and along H, encode both with one shared 1x1 conv
@@ -205,34 +170,6 @@ class EMA(nn.Module):
         d2 = x2.mean((2, 3)).softmax(-1).unsqueeze(1)
         weights = d1 @ x2.flatten(2) + d2 @ x1.flatten(2)  # (bg, 1, hw)
         return (g * weights.reshape(-1, 1, h, w).sigmoid()).reshape(b, ch, h, w)
-
-    def forward_factored(self, x: torch.Tensor) -> torch.Tensor:
-        """The same function without the dense 3x3 conv, with a hand-written backward (``models/ema_factored.py``)."""
-        return factored_ema(x, self.conv1x1.weight, self.conv1x1.bias, self.gn.weight, self.gn.bias, self.gn.eps,
-                            self.conv3x3.weight, self.conv3x3.bias, self.groups)
-
-
-def count_ema_ops(m: EMA, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-    """``thop`` rule for ``EMA``: the multiply-adds its submodules do not already count.
-
-    thop counts each submodule it sees called: in the dense form the GroupNorm and both convs. The factored form
-    calls none of them, so this counts its work as thop would count the modules: the 1x1 conv on the pooled
-    descriptors (a batched matmul), the GroupNorm (4 per value, thop's rule for an affine norm), the depthwise 3x3
-    conv (9 per value) and the ``d2``-weighted channel sum (1 per value). Pass ``custom_ops=THOP_CUSTOM_OPS`` to
-    ``thop.profile``.
-    """
-    x = inputs[0]
-    if m.formulation(x) == "factored":
-        b, ch, h, w = x.shape
-        m.total_ops += torch.DoubleTensor([b * ch * (h + w) * m.gn.num_channels + (4 + 9 + 1) * x.numel()])
-
-
-# thop rules for modules whose forward uses functional ops (count_flops passes these to thop.profile)
-THOP_CUSTOM_OPS: dict[type[nn.Module], object] = {EMA: count_ema_ops}
-
-# Straightforward formulation of each module whose forward may use a faster equivalent one (tests and
-# ``benchmarks.py --modules`` compare the two); the other modules' forward is their straightforward formula.
-REFERENCE_FORWARD: dict[type[nn.Module], object] = {EMA: EMA.forward_dense}
 
 
 class CA(nn.Module):

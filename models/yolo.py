@@ -29,7 +29,7 @@ from ultralytics.utils import LOGGER  # noqa: E402
 from ultralytics.utils.ops import make_divisible  # noqa: E402
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img  # noqa: E402
 
-from models.common import ATTENTION, C3, SPP, SPPF, THOP_CUSTOM_OPS, Bottleneck, Concat, Conv, Focus  # noqa: E402
+from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 
 offline.configure()
@@ -249,7 +249,7 @@ def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
     p = next(model.parameters())
     im = torch.zeros(1, model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3, h, w, device=p.device, dtype=p.dtype)
     with torch.no_grad():
-        macs = thop.profile(deepcopy(model).eval(), inputs=(im,), verbose=False, custom_ops=THOP_CUSTOM_OPS)[0]
+        macs = thop.profile(deepcopy(model).eval(), inputs=(im,), verbose=False)[0]
     return macs / 1e9 * 2
 
 

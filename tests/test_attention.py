@@ -243,3 +243,20 @@ def test_ema_groups_independent():
     with torch.no_grad():
         d = (m(x) - m(x2)).abs()
     assert d[:, :8].max() > 1e-3 and d[:, 8:].max() == 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter, which export.py uses
+@pytest.mark.parametrize("name", ["EMA", "CA", "CBAM", "SA", "ECA", "SE"])
+def test_modules_export_to_onnx_with_dynamic_shapes(name, tmp_path):
+    import onnxruntime as ort
+
+    m = randomize(build_attention(name, 128)).eval()
+    f = tmp_path / f"{name}.onnx"
+    torch.onnx.export(m, torch.randn(1, 128, 8, 8), str(f), input_names=["x"], output_names=["y"], opset_version=17,
+                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
+    session = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+    for shape in [(1, 128, 8, 8), (3, 128, 13, 7)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert torch.allclose(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), m(x), atol=1e-4)
+

@@ -1,10 +1,9 @@
-"""benchmarks.py: table rows/columns, paper join, group baselines, CSV, --modules, and the optimised attention modules.
+"""benchmarks.py: table rows/columns, paper join, group baselines, CSV, --modules.
 
 No timing is asserted here: timings are for benchmarks.py itself.
 """
 
 import csv
-import math
 import platform
 import time
 
@@ -13,18 +12,8 @@ import torch
 
 import benchmarks as bm
 from utils import allocator, deploy
-from models import ema_factored
-from models.common import EMA, REFERENCE_FORWARD, THOP_CUSTOM_OPS
 
 TABLE2 = bm.GROUPS["s"] + bm.GROUPS["x-p2"]
-
-
-def randomize(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return module
 
 
 # ----- which models ---------------------------------------------------------------------------------
@@ -200,147 +189,6 @@ def test_modules_tiny(tmp_path):
     assert {r["module"] for r in rows} == {"EMA", "CA", "CBAM", "SA", "ECA"}
     for r in rows:
         assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
-        has_ref = r["module"] in {c.__name__ for c in REFERENCE_FORWARD}
-        side = int(r["shape"].split("x")[-1])
-        factored = "factored (C kernel)" if ema_factored.native_library() else "factored (PyTorch ops)"
-        assert r["uses"] == ("" if r["module"] != "EMA" else "dense" if side * side < EMA.DENSE_BELOW else factored)
-        assert ("ref_fwd_ms" in r) == has_ref and ("fwd_bwd_speedup" in r) == has_ref
     assert {r["shape"] for r in rows if r["module"] == "EMA"} == {"1x256x4x4", "1x512x2x2", "1x640x4x4", "1x320x8x8",
                                                                  "1x320x16x16"}
     assert (tmp_path / "modules" / "modules.csv").is_file()
-
-
-# ----- EMA: its two formulations are the same function ------------------------------------------------
-
-
-def ema(c: int = 256, factor: int = 32, dense_below: float | None = None) -> EMA:
-    m = randomize(EMA(c, factor))
-    if dense_below is not None:  # force a formulation: 0 -> factored, inf -> dense
-        m.DENSE_BELOW = dense_below
-    return m
-
-
-@pytest.mark.parametrize("c, factor", [(256, 32), (64, 8)])
-@pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("hw", [(13, 17), (1, 5), (2, 2)])
-@pytest.mark.parametrize("runs", ["C kernels", "PyTorch ops"])
-def test_ema_factored_equals_dense(c, factor, batch, hw, runs, monkeypatch):
-    if runs == "PyTorch ops":
-        monkeypatch.setattr(ema_factored, "native_library", lambda: None)
-    elif ema_factored.native_library() is None:
-        pytest.skip("no C compiler")
-    m = ema(c, factor).train()
-    assert REFERENCE_FORWARD[EMA] is EMA.forward_dense
-    x = torch.randn(batch, c, *hw, requires_grad=True)
-    y, y_ref = m.forward_factored(x), m.forward_dense(x)
-    assert (y - y_ref).abs().max() < 1e-5
-    gy = torch.randn_like(y)
-    inputs = [x, *m.parameters()]
-    grads = torch.autograd.grad(y, inputs, gy)
-    grads_ref = torch.autograd.grad(y_ref, inputs, gy)
-    for g, g_ref in zip(grads, grads_ref):
-        scale = max(1.0, float(g_ref.abs().max()))  # parameter gradients sum over many pixels
-        assert (g - g_ref).abs().max() < 1e-5 * scale
-    with torch.no_grad():  # channels_last input (AutoBackend uses it on CPU) gives the same result
-        assert (m.forward_factored(x.detach().contiguous(memory_format=torch.channels_last)) - y_ref).abs().max() < 1e-5
-
-
-@pytest.mark.parametrize("batch, c, factor, hw", [(2, 16, 4, (5, 7)), (1, 8, 2, (1, 5)), (2, 8, 2, (2, 2)),
-                                                  (3, 8, 4, (4, 1))])
-def test_ema_factored_gradient_passes_gradcheck(batch, c, factor, hw):
-    """The hand-written backward against finite differences, in float64, for the input and every parameter."""
-    m = ema(c, factor).double().train()
-    x = torch.randn(batch, c, *hw, dtype=torch.float64, requires_grad=True)
-    params = list(m.parameters())
-    assert torch.autograd.gradcheck(lambda x, *_: m.forward_factored(x), (x, *params))
-
-
-def test_ema_cached_constants_follow_parameter_updates():
-    """Without autograd the 3x3 branch's constants are cached; in-place updates and dtype changes refresh them."""
-    m = ema(64, 8).eval()
-    x = torch.randn(2, 64, 9, 11)
-    with torch.no_grad():
-        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
-        for p in (m.conv3x3.weight, m.conv3x3.bias, m.gn.bias):  # each feeds the cached constants
-            p.add_(torch.randn_like(p))  # an optimizer step or load_state_dict: same storage, new version
-            assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
-        m.conv3x3.weight.data = torch.randn_like(m.conv3x3.weight)  # new storage
-        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
-    m.double()
-    with torch.no_grad():
-        assert (m.forward_factored(x.double()) - m.forward_dense(x.double())).abs().max() < 1e-12
-    with torch.inference_mode():  # a module built in inference mode: its parameters have no version counter
-        m = ema(64, 8).eval()
-        assert (m.forward_factored(x) - m.forward_dense(x)).abs().max() < 1e-5
-
-
-def test_ema_forward_picks_the_cheaper_formulation_by_size():
-    m = ema().eval()
-    small, large = torch.randn(1, 256, 4, 4), torch.randn(2, 256, 40, 40)
-    assert m.formulation(small) == "dense" and m.formulation(large) == "factored"
-    meta = {size: torch.empty(1, 512, size, size, device="meta") for size in (5, 6, 20)}
-    assert m.formulation(meta[5]) == "dense"  # yolov5s P5 at 160
-    assert m.formulation(meta[6]) == m.formulation(meta[20]) == "factored"  # ... at 192 and 640
-    with torch.no_grad():
-        assert torch.equal(m(small), m.forward_dense(small)) and torch.equal(m(large), m.forward_factored(large))
-
-
-def test_traced_ema_takes_the_dense_graph(monkeypatch):
-    m = ema().eval()
-    x = torch.randn(1, 256, 24, 24)  # factored in eager mode
-    with torch.no_grad():
-        y = m(x)
-        monkeypatch.setattr(m, "forward_factored", lambda _: pytest.fail("traced the factored form"))
-        traced = torch.jit.trace(m, x, check_trace=False)  # the check would re-run the eager (factored) forward
-    assert (traced(x) - y).abs().max() < 1e-5
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter, which export.py uses
-def test_ema_exports_to_onnx_with_dynamic_shapes(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    m = randomize(EMA(64, 8)).eval()
-    m.DENSE_BELOW = 0  # factored in eager mode: the export must still trace the dense graph
-    f = tmp_path / "ema.onnx"
-    torch.onnx.export(m, torch.randn(1, 64, 8, 8), str(f), input_names=["x"], output_names=["y"], opset_version=17,
-                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
-    session = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-    for shape in [(1, 64, 8, 8), (3, 64, 13, 7)]:
-        x = torch.randn(*shape)
-        y = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
-        with torch.no_grad():
-            assert (y - m.forward_dense(x)).abs().max() < 1e-4
-
-
-def test_ema_converts_to_openvino():
-    ov = pytest.importorskip("openvino")
-    m = randomize(EMA(64, 8)).eval()
-    m.DENSE_BELOW = 0
-    x = torch.randn(2, 64, 9, 11)
-    compiled = ov.Core().compile_model(ov.convert_model(m, example_input=x), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    with torch.no_grad():
-        assert (torch.from_numpy(compiled(x.numpy())[0]) - m.forward_dense(x)).abs().max() < 1e-4
-
-
-@pytest.mark.parametrize("dense_below", [0.0, math.inf], ids=["factored", "dense"])
-def test_thop_rule_counts_what_ema_executes(dense_below):
-    thop = pytest.importorskip("thop")
-    m = ema(256, 32, dense_below).eval()
-    x = torch.zeros(1, 256, 20, 24)
-    macs = thop.profile(m, inputs=(x,), verbose=False, custom_ops=THOP_CUSTOM_OPS)[0]
-    c = 256 // 32
-    branch3x3 = 9 * c if dense_below else 9 + 1  # dense 3x3 conv, or depthwise 3x3 + channel sum
-    assert macs == 256 * (20 + 24) * c + (4 + branch3x3) * x.numel()  # + pooled 1x1 conv and GroupNorm
-
-
-def test_ema_constants_cached_in_inference_mode_serve_training():
-    m = ema(64, 8).train()
-    x = torch.randn(2, 64, 11, 9)
-    with torch.inference_mode():
-        y_ref = m.forward_factored(x)  # caches the window-mean operators and branch constants for 11x9
-    with torch.no_grad():
-        assert torch.equal(m.forward_factored(x), y_ref)  # a later no-grad call reuses them
-    m.requires_grad_(False)  # frozen parameters: the cached constants meet an input that needs a gradient
-    y = m.forward_factored(x.requires_grad_())
-    y.sum().backward()  # would fail if the cached tensors were inference tensors
-    assert x.grad is not None and torch.isfinite(x.grad).all()
