@@ -6,6 +6,8 @@ Usage:
     python train.py --data VisDrone.yaml --cfg models/yolov5x-p2-ema.yaml --weights yolov5x.pt \\
         --hyp data/hyps/hyp.VisDrone.yaml --batch-size 5
     python train.py --resume                                   # continue the latest interrupted run
+    python train.py --device 0,1 ...                           # one process per GPU (DDP)
+    python -m torch.distributed.run --nproc_per_node 2 train.py --device 0,1 ...   # the same, launched by hand
 Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots).
 """
 
@@ -136,11 +138,34 @@ def run(argv: list[str] | None = None, **kwargs):
     return trainer
 
 
-def main(argv: list[str] | None = None) -> int:
-    from utils.cli import user_errors
+def launch_ddp(argv: list[str], nproc: int) -> int:
+    """``--device 0,1,...`` in a plain process: run this script once per device under ``torch.distributed.run``.
 
+    The same path as a user's own ``python -m torch.distributed.run --nproc_per_node N train.py ...`` (and the one
+    the tests exercise with gloo on the CPU): every process parses the same flags, rank 0 writes the run.
+    """
+    import subprocess
+
+    from ultralytics.utils.dist import find_free_network_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_port", str(find_free_network_port()), str(Path(__file__).resolve()), *argv]
+    print(f"DDP: {' '.join(cmd)}", file=sys.stderr)
+    return subprocess.run(cmd).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from utils.cli import user_errors
+    from utils.engine import device_count
+
+    argv = sys.argv[1:] if argv is None else argv
     with user_errors():
-        run(sys.argv[1:] if argv is None else argv)
+        opt = parse_opt(argv)
+        if device_count(opt.device) > 1 and "LOCAL_RANK" not in os.environ:
+            return launch_ddp(argv, device_count(opt.device))
+        run(argv)
     return 0
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 from copy import copy, deepcopy
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from utils import offline  # noqa: F401  (must precede the engine import)
 
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 import yaml  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator  # noqa: E402
 from ultralytics.utils import LOGGER, RANK, colorstr  # noqa: E402
@@ -153,6 +155,39 @@ def build_model(cfg: str | Path | dict, nc: int, hyp: dict[str, float], imgsz: i
     return model
 
 
+def launched_world_size() -> int:
+    """Processes of a job started by ``torch.distributed.run`` (all machines together), or 1 for a plain process."""
+    return int(os.environ.get("WORLD_SIZE", 1)) if "LOCAL_RANK" in os.environ else 1
+
+
+def device_count(device: str | None) -> int:
+    """Devices named by a ``--device`` string: ``0,1,2`` -> 3, ``cpu`` or ``0`` or nothing -> 1."""
+    return len([d for d in str(device or "").split(",") if d.strip()]) or 1
+
+
+@contextlib.contextmanager
+def cpu_ddp(enabled: bool) -> Any:
+    """Within the block, DistributedDataParallel accepts the engine's ``device_ids=[device.index]`` for CPU modules.
+
+    The engine always passes ``device_ids``, which DDP rejects for a module on the CPU (it wants ``None`` there);
+    gloo processes on the CPU are how the tests and CI train with DDP.
+    """
+    if not enabled:
+        yield
+        return
+    ddp = torch.nn.parallel.DistributedDataParallel
+
+    class CPUDistributedDataParallel(ddp):
+        def __init__(self, module: torch.nn.Module, device_ids: Any = None, **kwargs: Any):
+            super().__init__(module, device_ids=None, **kwargs)
+
+    torch.nn.parallel.DistributedDataParallel = CPUDistributedDataParallel
+    try:
+        yield
+    finally:
+        torch.nn.parallel.DistributedDataParallel = ddp
+
+
 class YOLOv5Trainer(DetectionTrainer):
     """Ultralytics' detection trainer running our anchor-based YOLOv5 model and loss.
 
@@ -169,12 +204,62 @@ class YOLOv5Trainer(DetectionTrainer):
         if cfg is not None:
             kwargs["cfg"] = cfg
         super().__init__(**kwargs)
+        if launched_world_size() > 1:  # the engine counts only this machine's --device list (and 0 on the CPU)
+            self.world_size = launched_world_size()
         self.weights = weights
         self.sync_bn = sync_bn
         if not self.resume and not isinstance(self.model, torch.nn.Module):
             self.model = build_model(self.args.model, self.data["nc"], self.loss_hyp, self.args.imgsz, weights,
                                      verbose=RANK in {-1, 0})
             self.model._autoanchor_pending = autoanchor  # read once the training labels are loaded
+
+    # ----- several processes (torch.distributed.run) ------------------------------------------------
+    def train(self):
+        try:
+            super().train()
+        finally:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _setup_ddp(self):
+        """Join the job's process group: NCCL on GPUs (the engine's setup), gloo on the CPU; take rank 0's run folder."""
+        if self.device.type == "cpu":
+            dist.init_process_group("gloo", rank=RANK, world_size=self.world_size, timeout=timedelta(hours=3))
+        else:
+            per_machine, named = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), device_count(self.args.device)
+            if named < per_machine:
+                example = ",".join(map(str, range(per_machine)))
+                raise ValueError(f"--device names {named} GPU(s) but torch.distributed.run started {per_machine} "
+                                 f"processes on this machine; pass one GPU per process, e.g. --device {example}")
+            super()._setup_ddp()
+        # Every rank computed its own exp/expN before any folder existed; rank 0's is the run's (it alone writes).
+        folder = [str(self.save_dir)]
+        dist.broadcast_object_list(folder, src=0)
+        self.save_dir = Path(folder[0])
+        self.wdir = self.save_dir / "weights"
+        self.last, self.best, self.csv = self.wdir / "last.pt", self.wdir / "best.pt", self.save_dir / "results.csv"
+
+    def _setup_train(self):
+        with cpu_ddp(self.world_size > 1 and self.device.type == "cpu"):
+            super()._setup_train()
+
+    def final_eval(self):
+        """Validate best.pt. With gloo processes on the CPU rank 0 does it alone once the job is done, as YOLOv5 does:
+        the engine's validator would put every DDP rank on a CUDA device."""
+        if not (self.world_size > 1 and self.device.type == "cpu"):
+            return super().final_eval()
+        dist.barrier()
+        dist.destroy_process_group()
+        if RANK == 0:
+            import ultralytics.engine.validator as base_val
+            import ultralytics.models.yolo.detect.val as detect_val
+
+            saved = base_val.RANK, detect_val.RANK
+            base_val.RANK = detect_val.RANK = -1  # the modules read the launcher's RANK once, at import
+            try:
+                super().final_eval()
+            finally:
+                base_val.RANK, detect_val.RANK = saved
 
     # ----- model ------------------------------------------------------------------------------------
     def get_model(self, cfg=None, weights=None, verbose: bool = True) -> Model:
@@ -187,7 +272,9 @@ class YOLOv5Trainer(DetectionTrainer):
 
     def setup_model(self):
         ckpt = None if isinstance(self.model, torch.nn.Module) else super().setup_model()
-        if self.sync_bn and self.world_size > 1:
+        if self.sync_bn and self.device.type == "cpu":
+            LOGGER.warning("--sync-bn: SyncBatchNorm runs on GPUs only; each CPU process keeps its own BatchNorm")
+        elif self.sync_bn and self.world_size > 1:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             LOGGER.info("Using SyncBatchNorm()")
         return ckpt
@@ -207,7 +294,10 @@ class YOLOv5Trainer(DetectionTrainer):
         if getattr(model, "_autoanchor_pending", False):
             from utils.autoanchor import check_anchors
 
-            check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz)
+            if RANK in {-1, 0}:
+                check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz)
+            if self.world_size > 1:  # after the DDP wrap, which synchronised buffers once: send rank 0's anchors
+                dist.broadcast(model.model[-1].anchors, src=0)
         model._autoanchor_pending = False
 
     # ----- YOLOv5 v6.0 schedule -------------------------------------------------------------------
