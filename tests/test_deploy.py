@@ -1,4 +1,4 @@
-"""INT8 export (export.py --int8: OpenVINO via NNCF, ONNX Runtime QDQ) and the deployment helpers of utils/deploy.py:
+"""INT8 export (export.py --int8: OpenVINO via NNCF, ONNX Runtime QDQ) and the deployment helpers of bench/deploy.py:
 loadable with metadata, right output shape, close to fp32 on real images; timing and mAP rows have their keys."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import yaml
 
 import export
 from models.yolo import Model
-from utils import deploy, quantize
+from bench import deploy, model_bench, paper
+from utils import quantize
 from utils.checkpoint import load_backend
 from utils.quantize import calibration_images
 
@@ -187,9 +188,7 @@ def test_openvino_precision_hint_applies_to_every_compile(setup):
 
 
 def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
-    import benchmarks as bm
-
-    rows = bm.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
+    rows = model_bench.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
                   map_weights=[setup["weights"]], data=str(setup["data"]), calib_images=8, memory=False,
                   stock_malloc=True)
     # the weights are named after the YAML they were built from, tagged with the file next to that YAML's own row
@@ -208,8 +207,6 @@ def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
 
 
 def test_weights_of_a_listed_model_get_their_own_row(setup):
-    import benchmarks as bm
-
-    specs = bm.resolve_models(["yolov5n", str(setup["weights"])])
+    specs = model_bench.resolve_models(["yolov5n", str(setup["weights"])])
     assert [s.name for s in specs] == ["yolov5n", "yolov5n [tiny.pt]"] and specs[1].weights
-    assert bm.baseline_name(specs[1].name) == "yolov5n"
+    assert paper.baseline_name(specs[1].name) == "yolov5n"

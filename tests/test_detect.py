@@ -116,7 +116,7 @@ def test_images_and_video(assets, caplog):
 
 
 def test_increment_nosave_visualize_and_onnx_agree(assets):
-    import export
+    from utils.exporters import export_model
 
     project = assets["dir"] / "runs2"
     image = str(assets["src"] / "a.png")
@@ -129,7 +129,7 @@ def test_increment_nosave_visualize_and_onnx_agree(assets):
 
     # the same model exported to ONNX gives the same detections (metadata carries names and stride)
     model = deepcopy(tiny_ema_model()).half().float()
-    out = export.export_model(model, assets["dir"] / "tiny-ema.pt", include=["onnx"], imgsz=[96, 128], check=False)
+    out = export_model(model, assets["dir"] / "tiny-ema.pt", include=["onnx"], imgsz=[96, 128], check=False)
     second = detect.run(weights=str(out["onnx"]["file"]), source=image, imgsz=[128], project=project, save_txt=True,
                         save_conf=True, nosave=True)  # a fixed-shape export: its own imgsz (96x128) is used
     assert second.name == "exp2" and not (second / "a.png").exists()

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 import export
 from models.yolo import Model
+from utils.exporters import export_model
 from utils.checkpoint import load_backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def ort_run(path: Path, x: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("cfg", ["yolov5s", "yolov5s-ema", "yolov5s-ca", "yolov5s-cbam", "yolov5s-sa", "yolov5s-eca"])
 def test_onnx_matches_pytorch_for_each_attention_type(tmp_path, cfg):
     model = build(cfg)
-    out = export.export_model(model, tmp_path / f"{cfg}.pt", include=["onnx"], imgsz=[160], check=False)
+    out = export_model(model, tmp_path / f"{cfg}.pt", include=["onnx"], imgsz=[160], check=False)
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
         ref = model(x)[0].numpy()
@@ -64,7 +65,7 @@ def test_onnx_matches_pytorch_for_each_attention_type(tmp_path, cfg):
 
 def test_dynamic_onnx_runs_at_batch_1_and_3(tmp_path):
     model = build("yolov5s-ema", seed=3)
-    out = export.export_model(model, tmp_path / "ema.pt", include=["onnx"], imgsz=[128], dynamic=True, simplify=True,
+    out = export_model(model, tmp_path / "ema.pt", include=["onnx"], imgsz=[128], dynamic=True, simplify=True,
                               check=False)
     for b, hw in ((1, (128, 128)), (3, (128, 160))):
         x = torch.rand(b, 3, *hw)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from benchmarks import PAPER  # the paper's Table 2 (params in M, GFLOPs, mAP)
+from bench.paper import PAPER  # the paper's Table 2 (params in M, GFLOPs, mAP)
 from models.common import CA, CBAM, EMA, SA, Conv
 from models.yolo import Detect, Model, ModelYAMLError, count_flops, main
 

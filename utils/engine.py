@@ -79,6 +79,16 @@ def all_cores() -> Any:
         torch_utils.NUM_THREADS = saved
 
 
+def select_device(device: str | torch.device = "") -> torch.device:
+    """The engine's ``select_device`` (quiet; ``ValueError`` for a device that is not there) without its side effect
+    on CPU: it leaves torch's thread count as it is (see ``all_cores``)."""
+    threads = torch.get_num_threads()
+    try:
+        return torch_utils.select_device(device, verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class HypError(ValueError):
     """A hyperparameter file that cannot be used; the message names the file and the key."""
 
