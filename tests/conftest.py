@@ -39,3 +39,41 @@ def _offline_getaddrinfo(real):
         raise socket.gaierror(f"network disabled in tests (looked up {host})")
 
     return getaddrinfo
+
+
+@pytest.fixture
+def log_records():
+    """(level, message) of every record the engine's logger emits during the test: utils/ logs through it, and it
+    does not propagate to the root logger, where ``caplog`` listens."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    records: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.levelname.lower(), record.getMessage()))
+
+    handler, level = Keep(logging.DEBUG), LOGGER.level
+    LOGGER.handlers.insert(0, handler)  # first: the engine's own handler prefixes warnings in the record itself
+    LOGGER.setLevel(logging.DEBUG)
+    yield records
+    LOGGER.removeHandler(handler)
+    LOGGER.setLevel(level)
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(main, argv)``: run a command line that must refuse its input; check that it exits with code 1 and
+    prints no traceback, and return what it printed on stderr."""
+
+    def run(main, argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    return run

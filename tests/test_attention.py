@@ -7,22 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from models.common import ATTENTION, CA, CBAM, ECA, EMA, SA, SE, build_attention, eca_kernel_size
+from tests.helpers import randomize
 
 torch.manual_seed(0)
-
-
-def randomize(module: torch.nn.Module) -> torch.nn.Module:
-    """Give every parameter and BN statistic a random value, so an identity-like init cannot hide a bug."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-    return module.eval()
 
 
 def hardswish(x):

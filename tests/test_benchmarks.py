@@ -16,16 +16,9 @@ from bench import BenchmarkError, common, deploy, model_bench, module_bench, pap
 from utils import allocator
 from models import ema_factored
 from models.common import EMA, REFERENCE_FORWARD, THOP_CUSTOM_OPS
+from tests.helpers import randomize
 
 TABLE2 = paper.GROUPS["s"] + paper.GROUPS["x-p2"]
-
-
-def randomize(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return module
 
 
 # ----- which models ---------------------------------------------------------------------------------
@@ -187,8 +180,6 @@ def test_run_with_training_step(tmp_path):
 
 
 def test_formats_expand_to_deployment_variants():
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
     assert deploy.parse_formats("onnx") == ["onnxruntime", "onnxruntime-int8"]
     assert deploy.parse_formats(["openvino-int8", "onnx,openvino-int8"])[0] == "openvino-int8"  # deduplicated, in order
     assert set(deploy.parse_formats("onnx,openvino")) == set(deploy.default_variants()) - {"pytorch"}
