@@ -32,19 +32,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils import offline  # noqa: E402  (offline before ultralytics is imported)
-
-from bench import BenchmarkError  # noqa: E402
-from bench.common import PROJECT  # noqa: E402
-from bench.model_bench import run  # noqa: E402
-from bench.module_bench import run_modules  # noqa: E402
-from bench.timing import CLOCKS  # noqa: E402
+from bench import BenchmarkError
+from bench.common import PROJECT
+from bench.model_bench import run
+from bench.module_bench import run_modules
+from bench.timing import CLOCKS
+from utils import offline
 
 offline.configure()
 

@@ -19,17 +19,11 @@ checked against PyTorch right after export (max abs diff printed).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils import offline  # noqa: E402
-
-from utils.exporters import ExportError, export_model, log, parse_include  # noqa: E402
+from utils import offline
+from utils.exporters import ExportError, export_model, log, parse_include
 
 offline.configure()
 
@@ -67,7 +61,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--half", action="store_true", help="FP16 half-precision export (GPU for onnx/torchscript)")
     p.add_argument("--int8", action="store_true",
                    help="INT8 post-training quantization: openvino (NNCF) and onnx (ONNX Runtime static QDQ)")
-    p.add_argument("--data", type=str, default="data/shapes.yaml", help="--int8: dataset.yaml of the calibration images")
+    p.add_argument("--data", type=str, default="data/shapes.yaml",
+                   help="--int8: dataset.yaml of the calibration images")
     p.add_argument("--calib-images", type=int, default=300, help="--int8: number of calibration images")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch and image size")
     p.add_argument("--simplify", action="store_true", help="ONNX: slim the graph with onnxslim")

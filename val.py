@@ -3,7 +3,7 @@
 Usage:
     python val.py --weights runs/train/exp/weights/best.pt --data data/shapes.yaml --img 256
     python val.py --weights yolov5s-ema.pt --data coco.yaml --img 640 --iou-thres 0.65 --save-json   # paper setting
-    python val.py --weights best.pt best.onnx best_openvino_model/ --data coco.yaml                   # several / exports
+    python val.py --weights best.pt best.onnx best_openvino_model/ --data coco.yaml   # several models, exports
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils import offline  # noqa: E402,F401
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=str, default="data/shapes.yaml", help="dataset.yaml path")
-    p.add_argument("--weights", nargs="+", type=str, default=[], help="model path(s): .pt, .torchscript, .onnx, openvino dir")
+    p.add_argument("--weights", nargs="+", type=str, default=[],
+                   help="model path(s): .pt, .torchscript, .onnx, openvino dir")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
@@ -36,7 +33,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="report mAP by class")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
-    p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file (and score it with pycocotools)")
+    p.add_argument("--save-json", action="store_true",
+                   help="save a COCO-JSON results file (and score it with pycocotools)")
     p.add_argument("--project", default=str(ROOT / "runs" / "val"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -1,18 +1,11 @@
-"""Shared pytest setup: the suite runs offline, and the repository root is importable."""
+"""Shared pytest setup: the suite runs offline (no engine look-ups, no network), and fixtures used by several files."""
 
 import os
-import sys
-from pathlib import Path
+import socket
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # must be set before ultralytics is imported (it checks once)
+import pytest
 
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import socket  # noqa: E402
-
-import pytest  # noqa: E402
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before any test module imports ultralytics (it checks once)
 
 _LOCAL_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
 
@@ -24,7 +17,8 @@ def no_network(monkeypatch):
 
     def guarded_connect(self, address):
         host = address[0] if isinstance(address, tuple) else str(address)
-        if isinstance(host, str) and not host.startswith(_LOCAL_PREFIXES) and self.family in (socket.AF_INET, socket.AF_INET6):
+        internet = self.family in (socket.AF_INET, socket.AF_INET6)
+        if isinstance(host, str) and not host.startswith(_LOCAL_PREFIXES) and internet:
             raise RuntimeError(f"test tried to reach the network: {address}")
         return real_connect(self, address)
 

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from models.yolo import Model
 from tests.helpers import StubDetect, StubModel

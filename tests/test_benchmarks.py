@@ -13,10 +13,10 @@ import torch
 
 import benchmarks
 from bench import BenchmarkError, common, deploy, model_bench, module_bench, paper, report, timing
-from utils import allocator
 from models import ema_factored
 from models.common import EMA, REFERENCE_FORWARD, THOP_CUSTOM_OPS
 from tests.helpers import randomize
+from utils import allocator
 
 TABLE2 = paper.GROUPS["s"] + paper.GROUPS["x-p2"]
 
@@ -25,7 +25,8 @@ TABLE2 = paper.GROUPS["s"] + paper.GROUPS["x-p2"]
 
 
 def test_groups_cover_table2_in_paper_order():
-    assert model_bench.resolve_models(["s"]) and [s.name for s in model_bench.resolve_models(["s"])] == paper.GROUPS["s"]
+    specs = model_bench.resolve_models(["s"])
+    assert specs and [s.name for s in specs] == paper.GROUPS["s"]
     assert [s.name for s in model_bench.resolve_models(["x-p2"])] == paper.GROUPS["x-p2"]
     assert [s.name for s in model_bench.resolve_models(["all"])] == TABLE2
     assert set(TABLE2) == set(paper.PAPER)
@@ -93,7 +94,7 @@ def test_relative_latency_uses_the_group_baseline():
 
 def test_columns_follow_the_data():
     rows = [paper.add_paper({"model": "yolov5s", "baseline": "yolov5s", "params_m": 7.2, "gflops": 16.6,
-                          "latency_ms": 10.0, "rel_latency": 1.0, "peak_mem_mb": 50.0})]
+                             "latency_ms": 10.0, "rel_latency": 1.0, "peak_mem_mb": 50.0})]
     keys = [c.key for c in report.columns_for(rows)]
     assert keys[:4] == ["model", "params_m", "paper_params_m", "d_params_m"]
     assert "latency_ms" in keys and "rel_latency" in keys and "peak_mem_mb" in keys
@@ -173,7 +174,7 @@ def test_run_tiny_writes_table_and_csv(tmp_path, capsys):
 
 def test_run_with_training_step(tmp_path):
     rows = model_bench.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, stock_malloc=True,
-                  project=tmp_path, train=True, train_batch_size=2, train_imgsz=64, memory=False)
+                           project=tmp_path, train=True, train_batch_size=2, train_imgsz=64, memory=False)
     r = rows[0]
     assert r["train_step_ms"] > 0 and r["train_img_s"] == pytest.approx(2 / r["train_step_ms"] * 1e3)
     assert r["rel_train"] == 1.0 and "peak_mem_mb" not in r

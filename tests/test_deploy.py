@@ -13,8 +13,8 @@ import torch.nn as nn
 import yaml
 
 import export
-from models.yolo import Model
 from bench import deploy, model_bench, paper
+from models.yolo import Model
 from utils import quantize
 from utils.checkpoint import load_backend
 from utils.quantize import calibration_images
@@ -182,9 +182,9 @@ def test_openvino_precision_hint_applies_to_every_compile(setup):
 
 
 def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
-    rows = model_bench.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
-                  map_weights=[setup["weights"]], data=str(setup["data"]), calib_images=8, memory=False,
-                  stock_malloc=True)
+    rows = model_bench.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path,
+                           formats="onnxruntime,openvino-int8", map_weights=[setup["weights"]], data=str(setup["data"]),
+                           calib_images=8, memory=False, stock_malloc=True)
     # the weights are named after the YAML they were built from, tagged with the file next to that YAML's own row
     assert [r["model"] for r in rows] == ["yolov5n", "yolov5n [tiny.pt]"]
     deployed = list(csv.DictReader((tmp_path / "exp" / "deploy.csv").open()))

@@ -11,7 +11,7 @@ import yaml
 
 from bench.paper import PAPER  # the paper's Table 2 (params in M, GFLOPs, mAP)
 from models.common import CA, CBAM, EMA, SA, Conv
-from models.yolo import Detect, Model, ModelYAMLError, count_flops, main
+from models.yolo import Model, ModelYAMLError, count_flops, main
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

@@ -16,16 +16,14 @@ from copy import copy, deepcopy
 from pathlib import Path
 from typing import Any
 
-from utils import offline  # noqa: F401  (must precede the engine import)
+import torch
+import yaml
+from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
+from ultralytics.utils import LOGGER, RANK, torch_utils
+from ultralytics.utils.torch_utils import unwrap_model
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator  # noqa: E402
-from ultralytics.utils import LOGGER, RANK, colorstr  # noqa: E402
-from ultralytics.utils import torch_utils  # noqa: E402
-from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
-
-from models.yolo import Model  # noqa: E402
+from models.yolo import Model
+from utils import offline
 
 ROOT = Path(__file__).resolve().parents[1]
 offline.configure()
@@ -57,7 +55,7 @@ YOLOV5_ENGINE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "deterministic": True,
 }
-DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+DEFAULT_HYP_FILE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 
 
 TORCH_THREADS = torch.get_num_threads()  # torch's default, one per core, before the engine lowers it
@@ -98,7 +96,7 @@ def load_hyp(path: str | Path | dict | None = None) -> dict[str, float]:
     if isinstance(path, dict):
         hyp, where = dict(path), "hyp"
     else:
-        file = find_file(path or DEFAULT_HYP, ROOT / "data" / "hyps")
+        file = find_file(path or DEFAULT_HYP_FILE, ROOT / "data" / "hyps")
         where = str(file)
         with open(file, encoding="utf-8") as f:
             hyp = yaml.safe_load(f) or {}
@@ -172,7 +170,7 @@ class YOLOv5Trainer(DetectionTrainer):
 
     def __init__(self, cfg=None, overrides: dict | None = None, _callbacks=None, hyp: dict | None = None,
                  weights: str | None = None, autoanchor: bool = True, sync_bn: bool = False):
-        hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP)
+        hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP_FILE)
         engine_hyp, self.loss_hyp = split_hyp(hyp)
         overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **(overrides or {})}
         kwargs = {"overrides": overrides, "_callbacks": _callbacks}
@@ -230,7 +228,8 @@ class YOLOv5Trainer(DetectionTrainer):
 
     # ----- validation -----------------------------------------------------------------------------
     def get_validator(self):
-        return YOLOv5Validator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+        return YOLOv5Validator(self.test_loader, save_dir=self.save_dir, args=copy(self.args),
+                               _callbacks=self.callbacks)
 
     # ----- checkpoints ----------------------------------------------------------------------------
     def save_model(self) -> bool:
@@ -265,7 +264,8 @@ class YOLOv5Validator(DetectionValidator):
         except ImportError:
             LOGGER.warning("pycocotools is not installed: pip install pycocotools")
             return stats
-        LOGGER.info(f"\nEvaluating pycocotools mAP using {pred_json} and {anno_json if not self.gdict else 'labels'}...")
+        LOGGER.info(f"\nEvaluating pycocotools mAP using {pred_json} and "
+                    f"{anno_json if not self.gdict else 'labels'}...")
         try:
             if isinstance(anno_json, dict):
                 anno = COCO()
@@ -277,7 +277,8 @@ class YOLOv5Validator(DetectionValidator):
                 anno = COCO(str(anno_json))
             pred = anno.loadRes(str(pred_json) if isinstance(pred_json, Path) else pred_json)
             ev = COCOeval(anno, pred, "bbox")
-            ev.params.imgIds = anno.getImgIds() if self.gdict else [int(Path(x).stem) for x in self.dataloader.dataset.im_files]
+            files = self.dataloader.dataset.im_files
+            ev.params.imgIds = anno.getImgIds() if self.gdict else [int(Path(x).stem) for x in files]
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
