@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+
 # Defaults of a run with no arguments: the bundled demo data, small enough for a CPU.
 DEMO = {"data": "data/shapes.yaml", "cfg": "models/yolov5n.yaml", "imgsz": 192, "epochs": 15, "optimizer": "AdamW",
         "hyp": "data/hyps/hyp.shapes.yaml"}
