@@ -25,20 +25,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+import torch
+
+from utils import offline
+
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils import offline  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 offline.configure()
 
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "tcp://")
@@ -109,13 +105,9 @@ def open_source(source: str, vid_stride: int = 1):
 def preprocess(images: list[np.ndarray], imgsz: list[int], stride: int, auto: bool, device: torch.device,
                half: bool) -> torch.Tensor:
     """Letterbox BGR images to ``imgsz`` (the minimum stride-multiple rectangle when ``auto``); an RGB float batch."""
-    from ultralytics.data.augment import LetterBox
+    from utils.images import letterbox
 
-    same = len({im.shape for im in images}) == 1
-    letterbox = LetterBox(imgsz, auto=auto and same, stride=stride)
-    x = np.stack([letterbox(image=im) for im in images])
-    x = np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))  # BGR to RGB, BHWC to BCHW
-    x = torch.from_numpy(x).to(device)
+    x = torch.from_numpy(letterbox(images, imgsz, stride, auto)).to(device)
     return (x.half() if half else x.float()) / 255
 
 

@@ -18,10 +18,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils import offline  # noqa: E402,F401
 
 # Defaults of a run with no arguments: the bundled demo data, small enough for a CPU.
 DEMO = {"data": "data/shapes.yaml", "cfg": "models/yolov5n.yaml", "imgsz": 192, "epochs": 15, "optimizer": "AdamW",
@@ -34,7 +30,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", type=str, default="", help="model.yaml path (default: the demo model, or the weights' own)")
     p.add_argument("--data", type=str, default=DEMO["data"], help="dataset.yaml path")
     p.add_argument("--hyp", type=str, default=None,
-                   help=f"hyperparameters path (default data/hyps/hyp.scratch-low.yaml; {DEMO['hyp']} on the demo data)")
+                   help="hyperparameters path (default data/hyps/hyp.scratch-low.yaml; "
+                        f"{DEMO['hyp']} on the demo data)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default 300; {DEMO['epochs']} on the demo data)")
     p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs, -1 for autobatch")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,

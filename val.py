@@ -3,7 +3,7 @@
 Usage:
     python val.py --weights runs/train/exp/weights/best.pt --data data/shapes.yaml --img 256
     python val.py --weights yolov5s-ema.pt --data coco.yaml --img 640 --iou-thres 0.65 --save-json   # paper setting
-    python val.py --weights best.pt best.onnx best_openvino_model/ --data coco.yaml                   # several / exports
+    python val.py --weights best.pt best.onnx best_openvino_model/ --data coco.yaml   # several models, exports
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from utils import offline  # noqa: E402,F401
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=str, default="data/shapes.yaml", help="dataset.yaml path")
-    p.add_argument("--weights", nargs="+", type=str, default=[], help="model path(s): .pt, .torchscript, .onnx, openvino dir")
+    p.add_argument("--weights", nargs="+", type=str, default=[],
+                   help="model path(s): .pt, .torchscript, .onnx, openvino dir")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
@@ -36,7 +33,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="report mAP by class")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
-    p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file (and score it with pycocotools)")
+    p.add_argument("--save-json", action="store_true",
+                   help="save a COCO-JSON results file (and score it with pycocotools)")
     p.add_argument("--project", default=str(ROOT / "runs" / "val"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
@@ -45,49 +43,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_for_validation(weights: str, device: str = ""):
-    """A ``.pt`` (ours or an official YOLOv5 checkpoint) becomes our model; exported formats stay paths for the engine."""
-    if str(weights).endswith(".pt"):
-        from utils.checkpoint import load_model
+def run(**options) -> list[dict]:
+    """Validate each of ``weights`` (options: those of ``utils.validation.validate``); one metrics dict per model."""
+    from utils.validation import validate
 
-        return load_model(weights, device="cpu", fuse=False)
-    if not Path(weights).exists():
-        raise FileNotFoundError(f"--weights {weights}: file or folder not found")
-    return str(weights)
-
-
-def run(data: str = "data/shapes.yaml", weights: str | list[str] = (), batch_size: int = 32, imgsz: int = 640,
-        conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "",
-        workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
-        save_txt: bool = False, save_conf: bool = False, save_json: bool = False, project: str | Path = ROOT / "runs" / "val",
-        name: str = "exp", exist_ok: bool = False, half: bool = False, plots: bool = True,
-        rect: bool = True) -> list[dict]:
-    """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``, ``metrics/mAP50-95(B)``...)."""
-    from utils.allocator import keep_freed_memory_on_cpu
-    from utils.engine import YOLOv5Validator, all_cores, increment_dir, resolve_data
-
-    keep_freed_memory_on_cpu(device)
-    weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
-    if not weights:
-        raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/.torchscript/openvino model")
-    if task == "speed":  # YOLOv5's speed benchmark settings
-        conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
-    results = []
-    for w in weights:
-        save_dir = increment_dir(Path(project).resolve() / name, exist_ok)
-        args = {
-            "task": "detect", "mode": "val", "data": resolve_data(data), "batch": batch_size, "imgsz": imgsz,
-            "conf": conf_thres, "iou": iou_thres, "max_det": max_det, "split": "val" if task == "speed" else task,
-            "device": device or None, "workers": workers, "single_cls": single_cls, "augment": augment,
-            "verbose": verbose, "save_txt": save_txt, "save_conf": save_conf, "save_json": save_json,
-            "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "rect": rect,
-        }
-        validator = YOLOv5Validator(args=args, save_dir=save_dir)
-        with all_cores():
-            stats = validator(model=load_for_validation(w, device))
-        stats["speed"] = dict(validator.speed)
-        results.append(stats)
-    return results
+    return validate(**options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 
 
-
 def autopad(k: int | tuple, p: int | tuple | None = None, d: int = 1) -> int | list:
     """Padding that keeps the spatial size for stride 1 ('same' padding)."""
     if d > 1:

@@ -10,28 +10,29 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib
 import math
 import sys
 from copy import deepcopy
 from pathlib import Path
 
+if not __package__:  # `python models/yolo.py`: import from the repository, utils/ first (it keeps the engine offline)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    importlib.import_module("utils")
+
+import torch
+import torch.nn as nn
+import yaml
+from ultralytics.nn.tasks import BaseModel
+from ultralytics.utils import LOGGER
+from ultralytics.utils.ops import make_divisible
+from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img
+
+from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
+from utils import offline
+from utils.autoanchor import check_anchor_order
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # so `python models/yolo.py` finds the `models` package
-
-from utils import offline  # noqa: E402  (keeps the engine offline before it is imported)
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import yaml  # noqa: E402
-from ultralytics.nn.tasks import BaseModel  # noqa: E402
-from ultralytics.utils import LOGGER  # noqa: E402
-from ultralytics.utils.ops import make_divisible  # noqa: E402
-from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img  # noqa: E402
-
-from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
-from utils.autoanchor import check_anchor_order  # noqa: E402
-
 offline.configure()
 
 
@@ -289,7 +290,8 @@ def load_model_yaml(path: str | Path) -> dict:
         raise ModelYAMLError(f"{path}: expected a mapping with keys {', '.join(REQUIRED_KEYS)}")
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
-        raise ModelYAMLError(f"{path}: missing key(s) {', '.join(missing)}; a YOLOv5 model YAML needs {', '.join(REQUIRED_KEYS)}")
+        raise ModelYAMLError(f"{path}: missing key(s) {', '.join(missing)}; a YOLOv5 model YAML needs "
+                             f"{', '.join(REQUIRED_KEYS)}")
     return d
 
 
@@ -348,7 +350,8 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
             raise ModelYAMLError(f"{where}: 'from' must be an int or a list of ints")
         for x in froms:
             if not (x == -1 or -i <= x < i):
-                raise ModelYAMLError(f"{where}: 'from' index {x} does not name an earlier layer (0..{i - 1} or -1..-{i})")
+                raise ModelYAMLError(f"{where}: 'from' index {x} does not name an earlier layer "
+                                     f"(0..{i - 1} or -1..-{i})")
         if not isinstance(n, int) or n < 1:
             raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
         n = max(round(n * gd), 1) if n > 1 else n

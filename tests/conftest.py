@@ -1,18 +1,11 @@
-"""Shared pytest setup: the suite runs offline, and the repository root is importable."""
+"""Shared pytest setup: the suite runs offline (no engine look-ups, no network), and fixtures used by several files."""
 
 import os
-import sys
-from pathlib import Path
+import socket
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # must be set before ultralytics is imported (it checks once)
+import pytest
 
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import socket  # noqa: E402
-
-import pytest  # noqa: E402
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before any test module imports ultralytics (it checks once)
 
 _LOCAL_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
 
@@ -24,7 +17,8 @@ def no_network(monkeypatch):
 
     def guarded_connect(self, address):
         host = address[0] if isinstance(address, tuple) else str(address)
-        if isinstance(host, str) and not host.startswith(_LOCAL_PREFIXES) and self.family in (socket.AF_INET, socket.AF_INET6):
+        internet = self.family in (socket.AF_INET, socket.AF_INET6)
+        if isinstance(host, str) and not host.startswith(_LOCAL_PREFIXES) and internet:
             raise RuntimeError(f"test tried to reach the network: {address}")
         return real_connect(self, address)
 
@@ -39,3 +33,41 @@ def _offline_getaddrinfo(real):
         raise socket.gaierror(f"network disabled in tests (looked up {host})")
 
     return getaddrinfo
+
+
+@pytest.fixture
+def log_records():
+    """(level, message) of every record the engine's logger emits during the test: utils/ logs through it, and it
+    does not propagate to the root logger, where ``caplog`` listens."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    records: list[tuple[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.levelname.lower(), record.getMessage()))
+
+    handler, level = Keep(logging.DEBUG), LOGGER.level
+    LOGGER.handlers.insert(0, handler)  # first: the engine's own handler prefixes warnings in the record itself
+    LOGGER.setLevel(logging.DEBUG)
+    yield records
+    LOGGER.removeHandler(handler)
+    LOGGER.setLevel(level)
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(main, argv)``: run a command line that must refuse its input; check that it exits with code 1 and
+    prints no traceback, and return what it printed on stderr."""
+
+    def run(main, argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    return run

@@ -11,9 +11,9 @@ from utils import allocator
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_applies_on_glibc(monkeypatch):
     monkeypatch.setattr(allocator, "_STATE", {"tuned": False})
-    assert allocator.describe() == "stock malloc"
+    assert allocator.setting() == "stock malloc"
     assert allocator.keep_freed_memory() and allocator.is_tuned()
-    assert allocator.describe() == "malloc keeps freed memory"
+    assert allocator.setting() == "malloc keeps freed memory"
 
 
 def test_not_glibc_is_left_alone(monkeypatch):

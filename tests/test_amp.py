@@ -46,7 +46,8 @@ def assert_close_to_fp32(grad: torch.Tensor, grad32: torch.Tensor, dtype: torch.
     assert torch.isfinite(grad).all(), f"{what}: non-finite gradients under {dtype} autocast"
     cos = torch.nn.functional.cosine_similarity(grad.double(), grad32.double(), dim=0)
     ratio = grad.norm() / grad32.norm()
-    assert cos > 1 - TOLERANCE[dtype] and abs(ratio - 1) < 2 * TOLERANCE[dtype], f"{what}: cos {cos:.4f}, norm {ratio:.3f}"
+    tol = TOLERANCE[dtype]
+    assert cos > 1 - tol and abs(ratio - 1) < 2 * tol, f"{what}: cos {cos:.4f}, norm {ratio:.3f}"
 
 
 # ----- modules ----------------------------------------------------------------------------------------

@@ -4,25 +4,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from models.common import ATTENTION, CA, CBAM, ECA, EMA, SA, SE, build_attention, eca_kernel_size
+from tests.helpers import randomize
 
 torch.manual_seed(0)
-
-
-def randomize(module: torch.nn.Module) -> torch.nn.Module:
-    """Give every parameter and BN statistic a random value, so an identity-like init cannot hide a bug."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-    return module.eval()
 
 
 def hardswish(x):
@@ -79,7 +65,8 @@ def ca_reference(m: CA, x):
     for n in range(b):
         pooled = torch.cat((x[n].mean(2), x[n].mean(1)), 1)  # (C, h + w)
         z = W1 @ pooled + b1[:, None]
-        z = (z - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps) * bn.weight[:, None] + bn.bias[:, None]
+        z = (z - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
+        z = z * bn.weight[:, None] + bn.bias[:, None]
         z = hardswish(z)
         a_h = torch.sigmoid(m.conv_h.weight[:, :, 0, 0] @ z[:, :h] + m.conv_h.bias[:, None])  # (C, h)
         a_w = torch.sigmoid(m.conv_w.weight[:, :, 0, 0] @ z[:, h:] + m.conv_w.bias[:, None])  # (C, w)
@@ -113,7 +100,8 @@ def sa_reference(m: SA, x):
             sw, sb = m.sweight.view(-1), m.sbias.view(-1)
             gate_c = torch.sigmoid(cw * xc.mean((1, 2)) + cb)
             yc = xc * gate_c[:, None, None]
-            ys = xs * torch.sigmoid(sw[:, None, None] * channel_norm(xs, m.gn.weight, m.gn.bias, m.gn.eps) + sb[:, None, None])
+            xs_norm = channel_norm(xs, m.gn.weight, m.gn.bias, m.gn.eps)
+            ys = xs * torch.sigmoid(sw[:, None, None] * xs_norm + sb[:, None, None])
             grouped[n, g * cg: g * cg + half] = yc
             grouped[n, g * cg + half: (g + 1) * cg] = ys
     out = torch.empty_like(x)

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from utils import autoanchor
+from models.yolo import Model
+from tests.helpers import StubDetect, StubModel
 from utils.autoanchor import (
     anchor_fitness,
     anchor_metrics,
@@ -26,24 +26,6 @@ from utils.autoanchor import (
 COCO_PX = np.array([10, 13, 16, 30, 33, 23, 30, 61, 62, 45, 59, 119, 116, 90, 156, 198, 373, 326], float).reshape(9, 2)
 
 
-class StubDetect(nn.Module):
-    """Detect stand-in: anchors buffer (nl, na, 2) in stride units and strides."""
-
-    def __init__(self, anchors_px: np.ndarray = COCO_PX, stride=(8, 16, 32)):
-        super().__init__()
-        nl = len(stride)
-        self.nl, self.na = nl, len(anchors_px) // nl
-        self.register_buffer("stride", torch.tensor(stride, dtype=torch.float32))
-        px = torch.tensor(anchors_px, dtype=torch.float32).view(nl, self.na, 2)
-        self.register_buffer("anchors", px / self.stride.view(-1, 1, 1))
-
-
-class StubModel(nn.Module):
-    def __init__(self, **kwargs):
-        super().__init__()
-        self.model = nn.Sequential(StubDetect(**kwargs))
-
-
 def lognormal_wh(n: int, mean_px: float, seed: int, spread: float = 0.5) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.exp(rng.normal(np.log(mean_px), spread, size=(n, 2)))
@@ -51,15 +33,6 @@ def lognormal_wh(n: int, mean_px: float, seed: int, spread: float = 0.5) -> np.n
 
 def level_mean_area_px(det) -> torch.Tensor:
     return anchors_in_pixels(det).prod(-1).mean(-1)
-
-
-@pytest.fixture
-def log_records(monkeypatch):
-    """Collect the messages AutoAnchor logs."""
-    records = []
-    monkeypatch.setattr(autoanchor.LOGGER, "info", lambda msg, *a, **k: records.append(("info", str(msg))))
-    monkeypatch.setattr(autoanchor.LOGGER, "warning", lambda msg, *a, **k: records.append(("warning", str(msg))))
-    return records
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,7 +142,7 @@ def test_labels_wh_uses_hw_shape_and_long_side_resize():
 # Model integration
 # ---------------------------------------------------------------------------------------------------------------------
 def test_check_anchors_replaces_poor_anchors(log_records):
-    model = StubModel(anchors_px=COCO_PX / 10)  # anchors 1-37 px, far too small
+    model = StubModel(anchors=COCO_PX / 10)  # anchors 1-37 px, far too small
     det = model.model[-1]
     wh = lognormal_wh(2000, 150, seed=6)
     old_bpr = anchor_metrics(anchors_in_pixels(det).view(-1, 2), wh)[0]
@@ -201,14 +174,14 @@ def test_check_anchors_accepts_a_dataset():
     rng = np.random.default_rng(8)
     boxes = [np.concatenate([rng.uniform(0.2, 0.8, (3, 2)), rng.uniform(0.5, 0.9, (3, 2))], 1) for _ in range(40)]
     labels = [{"bboxes": b, "shape": (480, 640)} for b in boxes]
-    model = StubModel(anchors_px=COCO_PX / 10)  # anchors 1-37 px; these boxes are about 130-580 px
+    model = StubModel(anchors=COCO_PX / 10)  # anchors 1-37 px; these boxes are about 130-580 px
     assert check_anchors(model, fake_dataset(labels), thr=4.0, imgsz=640, gen=50) is True
     wh = labels_wh(fake_dataset(labels), 640, seed=0)  # what check_anchors measured (same seed)
     assert anchor_metrics(anchors_in_pixels(model.model[-1]).view(-1, 2), wh)[0] > 0.98
 
 
 def test_check_anchors_with_too_few_labels_keeps_anchors(log_records):
-    model = StubModel(anchors_px=COCO_PX / 10)
+    model = StubModel(anchors=COCO_PX / 10)
     before = model.model[-1].anchors.clone()
     assert check_anchors(model, np.full((4, 2), 300.0), gen=10) is False
     assert torch.equal(model.model[-1].anchors, before)
@@ -238,8 +211,7 @@ def test_check_anchor_order_flips_reversed_levels(log_records):
 
 
 def test_check_anchors_on_real_yolov5_model():
-    yolo = pytest.importorskip("models.yolo")
-    model = yolo.Model("models/yolov5n.yaml", nc=3, verbose=False)
+    model = Model("models/yolov5n.yaml", nc=3, verbose=False)
     det = model.model[-1]
     wh = lognormal_wh(1500, 2500, seed=9, spread=0.2)  # mostly over 4x the biggest COCO anchor (373x326)
     assert check_anchors(model, wh, thr=4.0, imgsz=640, gen=50) is True

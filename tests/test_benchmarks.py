@@ -10,76 +10,78 @@ import time
 import pytest
 import torch
 
-import benchmarks as bm
-from utils import allocator, deploy
+import benchmarks
+from bench import BenchmarkError, common, deploy, model_bench, module_bench, paper, report, timing
+from utils import allocator
 
-TABLE2 = bm.GROUPS["s"] + bm.GROUPS["x-p2"]
+TABLE2 = paper.GROUPS["s"] + paper.GROUPS["x-p2"]
 
 
 # ----- which models ---------------------------------------------------------------------------------
 
 
 def test_groups_cover_table2_in_paper_order():
-    assert bm.resolve_models(["s"]) and [s.name for s in bm.resolve_models(["s"])] == bm.GROUPS["s"]
-    assert [s.name for s in bm.resolve_models(["x-p2"])] == bm.GROUPS["x-p2"]
-    assert [s.name for s in bm.resolve_models(["all"])] == TABLE2
-    assert set(TABLE2) == set(bm.PAPER)
+    specs = model_bench.resolve_models(["s"])
+    assert specs and [s.name for s in specs] == paper.GROUPS["s"]
+    assert [s.name for s in model_bench.resolve_models(["x-p2"])] == paper.GROUPS["x-p2"]
+    assert [s.name for s in model_bench.resolve_models(["all"])] == TABLE2
+    assert set(TABLE2) == set(paper.PAPER)
 
 
 def test_variant_brings_its_baseline_and_duplicates_collapse(capsys):
-    specs = bm.resolve_models(["yolov5s-ema", "models/yolov5s-ema.yaml", "yolov5x-p2-ca"])
+    specs = model_bench.resolve_models(["yolov5s-ema", "models/yolov5s-ema.yaml", "yolov5x-p2-ca"])
     assert [s.name for s in specs] == ["yolov5s", "yolov5s-ema", "yolov5x-p2", "yolov5x-p2-ca"]
     assert "adding yolov5s" in capsys.readouterr().out
 
 
 def test_unknown_model_and_format_are_clear_errors(capsys):
-    with pytest.raises(bm.BenchmarkError, match="not a group"):
-        bm.resolve_models(["yolov5q"])
-    with pytest.raises(bm.BenchmarkError, match="--formats tensorrt: unknown; choose from onnx, openvino, onnxruntime"):
-        bm.parse_formats("onnx,tensorrt")
-    assert bm.main(["--models", "nope.yaml"]) == 2
-    assert bm.main(["--half", "--models", "yolov5n"]) == 2
+    with pytest.raises(BenchmarkError, match="not a group"):
+        model_bench.resolve_models(["yolov5q"])
+    with pytest.raises(BenchmarkError, match="--formats tensorrt: unknown; choose from onnx, openvino, onnxruntime"):
+        deploy.parse_formats("onnx,tensorrt")
+    assert benchmarks.main(["--models", "nope.yaml"]) == 2
+    assert benchmarks.main(["--half", "--models", "yolov5n"]) == 2
     err = capsys.readouterr().err
     assert "nope.yaml" in err and "--half needs a CUDA device" in err
 
 
 def test_cpu_clock_needs_one_thread(monkeypatch):
-    monkeypatch.setattr(bm.torch, "get_num_threads", lambda: 2)
-    with pytest.raises(bm.BenchmarkError, match="--threads 1"):
-        bm.check_options(torch.device("cpu"), False, "cpu", {}, [], [])
-    with pytest.raises(bm.BenchmarkError, match="multiple of 32"):
-        bm.check_options(torch.device("cpu"), False, "wall", {"--imgsz": 100}, [], [])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    with pytest.raises(BenchmarkError, match="--threads 1"):
+        common.check_options(torch.device("cpu"), False, "cpu", {}, [], [])
+    with pytest.raises(BenchmarkError, match="multiple of 32"):
+        common.check_options(torch.device("cpu"), False, "wall", {"--imgsz": 100}, [], [])
 
 
 @pytest.mark.parametrize("name, base", [("yolov5s-ema", "yolov5s"), ("yolov5x-p2-cbam", "yolov5x-p2"),
                                         ("yolov5s", "yolov5s"), ("yolov5n-se", "yolov5n"), ("custom", "custom"),
                                         ("yolov5s-ema [exp/best.pt]", "yolov5s")])
 def test_baseline_name(name, base):
-    assert bm.baseline_name(name) == base
+    assert paper.baseline_name(name) == base
 
 
 # ----- table arithmetic -----------------------------------------------------------------------------
 
 
 def test_paper_numbers_joined_on_name():
-    row = bm.add_paper({"model": "yolov5s-ema", "params_m": 7.238685, "gflops": 16.75})
+    row = paper.add_paper({"model": "yolov5s-ema", "params_m": 7.238685, "gflops": 16.75})
     assert row["paper_params_m"] == 7.24 and row["paper_gflops"] == 16.53
     assert row["d_params_m"] == pytest.approx(7.238685 - 7.24)
     assert row["d_gflops_pct"] == pytest.approx(100 * (16.75 / 16.53 - 1))
     assert (row["paper_map50"], row["paper_map50_95"]) == (57.8, 38.4)
-    p2 = bm.add_paper({"model": "yolov5x-p2-ca", "params_m": 91.27863, "gflops": 315.6})
+    p2 = paper.add_paper({"model": "yolov5x-p2-ca", "params_m": 91.27863, "gflops": 315.6})
     assert p2["paper_params_m"] == 91.28 and p2["paper_gflops"] == 315.2
-    other = bm.add_paper({"model": "yolov5n", "params_m": 1.87, "gflops": 4.5})
+    other = paper.add_paper({"model": "yolov5n", "params_m": 1.87, "gflops": 4.5})
     assert other["paper_params_m"] is None and other["d_gflops_pct"] is None
-    small = bm.add_paper({"model": "yolov5s", "params_m": 7.235, "gflops": 0.17}, imgsz=64)
+    small = paper.add_paper({"model": "yolov5s", "params_m": 7.235, "gflops": 0.17}, imgsz=64)
     assert small["paper_params_m"] == 7.23 and small["paper_gflops"] is None and small["d_gflops_pct"] is None
 
 
 def test_relative_latency_uses_the_group_baseline():
-    rows = [{"model": m, "baseline": bm.baseline_name(m), "latency_ms": t} for m, t in
+    rows = [{"model": m, "baseline": paper.baseline_name(m), "latency_ms": t} for m, t in
             [("yolov5s", 100.0), ("yolov5s-ema", 102.0), ("yolov5x-p2", 1000.0), ("yolov5x-p2-ema", 1030.0),
              ("yolov5m-ca", 50.0)]]
-    bm.add_relative(rows, "latency_ms", "rel_latency")
+    report.add_relative(rows, "latency_ms", "rel_latency")
     rel = {r["model"]: r["rel_latency"] for r in rows}
     assert rel["yolov5s"] == 1.0 and rel["yolov5s-ema"] == pytest.approx(1.02)
     assert rel["yolov5x-p2"] == 1.0 and rel["yolov5x-p2-ema"] == pytest.approx(1.03)
@@ -87,36 +89,36 @@ def test_relative_latency_uses_the_group_baseline():
 
 
 def test_columns_follow_the_data():
-    rows = [bm.add_paper({"model": "yolov5s", "baseline": "yolov5s", "params_m": 7.2, "gflops": 16.6,
-                          "latency_ms": 10.0, "rel_latency": 1.0, "peak_mem_mb": 50.0})]
-    keys = [c.key for c in bm.columns_for(rows)]
+    rows = [paper.add_paper({"model": "yolov5s", "baseline": "yolov5s", "params_m": 7.2, "gflops": 16.6,
+                             "latency_ms": 10.0, "rel_latency": 1.0, "peak_mem_mb": 50.0})]
+    keys = [c.key for c in report.columns_for(rows)]
     assert keys[:4] == ["model", "params_m", "paper_params_m", "d_params_m"]
     assert "latency_ms" in keys and "rel_latency" in keys and "peak_mem_mb" in keys
     assert not any(k.startswith(("train", "map", "paper_map", "onnx")) for k in keys)
     rows[0].update(map50=50.0, map50_95=30.0, train_step_ms=5.0, train_img_s=1.0, rel_train=1.0)
-    keys = [c.key for c in bm.columns_for(rows)]
+    keys = [c.key for c in report.columns_for(rows)]
     for k in ("map50", "paper_map50", "map50_95", "paper_map50_95", "train_img_s", "rel_train"):
         assert k in keys
-    table = bm.markdown_table(rows, bm.columns_for(rows))
+    table = report.markdown_table(rows, report.columns_for(rows))
     assert table.splitlines()[2].startswith("| yolov5s | 7.20 | 7.23 |")
 
 
 def test_malloc_setting_is_reported(monkeypatch, capsys):
     monkeypatch.setattr(allocator, "_STATE", {"tuned": False})
     monkeypatch.setattr(allocator.sys, "platform", "darwin")  # not glibc: nothing to tune
-    assert bm.configure_malloc(stock=False) == "stock malloc"
+    assert common.configure_malloc(stock=False) == "stock malloc"
     monkeypatch.setattr(allocator.sys, "platform", "linux")
-    assert bm.configure_malloc(stock=True) == "stock malloc"
+    assert common.configure_malloc(stock=True) == "stock malloc"
     if platform.libc_ver()[0] == "glibc":
-        assert bm.configure_malloc(stock=False) == "malloc keeps freed memory"
-        assert bm.configure_malloc(stock=True) == "malloc keeps freed memory"  # cannot be undone in-process
+        assert common.configure_malloc(stock=False) == "malloc keeps freed memory"
+        assert common.configure_malloc(stock=True) == "malloc keeps freed memory"  # cannot be undone in-process
         assert "needs a fresh process" in capsys.readouterr().out
 
 
 def test_run_folders_increment_like_yolov5(tmp_path):
-    assert bm.save_dir_for(tmp_path, "exp") == tmp_path / "exp"
-    assert bm.save_dir_for(tmp_path, "exp") == tmp_path / "exp2"
-    assert bm.save_dir_for(tmp_path, "exp", exist_ok=True) == tmp_path / "exp"
+    assert common.save_dir_for(tmp_path, "exp") == tmp_path / "exp"
+    assert common.save_dir_for(tmp_path, "exp") == tmp_path / "exp2"
+    assert common.save_dir_for(tmp_path, "exp", exist_ok=True) == tmp_path / "exp"
 
 
 # ----- interleaving ---------------------------------------------------------------------------------
@@ -135,20 +137,20 @@ def test_interleaved_round_robin_and_multiplicity():
 
     fns = {"slow": fn("slow", 0.004), "fast_a": fn("fast_a", 0.001), "fast_b": fn("fast_b", 0.001)}
     groups = {"slow": "slow", "fast_a": "fast", "fast_b": "fast"}
-    times = bm.interleaved(fns, groups, repeats=2, warmup=1)
+    times = timing.interleaved(fns, groups, repeats=2, warmup=1)
     mult = len(times["fast_a"]) // 2
     assert len(times["slow"]) == 2 and mult >= 2 and len(times["fast_b"]) == len(times["fast_a"])
     timed = calls[3:]  # after the warm-up round
     assert timed[:3] == ["slow", "fast_a", "fast_b"]  # round-robin within a round
     assert all(a != b for a, b in zip(timed, timed[1:]) if a.startswith("fast") and b.startswith("fast"))
-    assert bm.multiplicities({}, {"a": "a"}) == {"a": 1}
+    assert timing.multiplicities({}, {"a": "a"}) == {"a": 1}
 
 
 # ----- end to end -----------------------------------------------------------------------------------
 
 
 def test_run_tiny_writes_table_and_csv(tmp_path, capsys):
-    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, plots=True, stock_malloc=True)
+    rows = model_bench.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, project=tmp_path, plots=True, stock_malloc=True)
     assert [r["model"] for r in rows] == ["yolov5n"]
     r = rows[0]
     assert r["params"] == 1_872_157 and r["gflops"] > 0 and r["latency_ms"] > 0 and r["runs"] == 1
@@ -167,24 +169,22 @@ def test_run_tiny_writes_table_and_csv(tmp_path, capsys):
 
 
 def test_run_with_training_step(tmp_path):
-    rows = bm.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, stock_malloc=True,
-                  project=tmp_path, train=True, train_batch_size=2, train_imgsz=64, memory=False)
+    rows = model_bench.run(["yolov5n"], imgsz=64, repeats=1, warmup=0, stock_malloc=True,
+                           project=tmp_path, train=True, train_batch_size=2, train_imgsz=64, memory=False)
     r = rows[0]
     assert r["train_step_ms"] > 0 and r["train_img_s"] == pytest.approx(2 / r["train_step_ms"] * 1e3)
     assert r["rel_train"] == 1.0 and "peak_mem_mb" not in r
 
 
 def test_formats_expand_to_deployment_variants():
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
-    assert bm.parse_formats("onnx") == ["onnxruntime", "onnxruntime-int8"]
-    assert bm.parse_formats(["openvino-int8", "onnx,openvino-int8"])[0] == "openvino-int8"  # deduplicated, in order
-    assert set(bm.parse_formats("onnx,openvino")) == set(deploy.default_variants()) - {"pytorch"}
+    assert deploy.parse_formats("onnx") == ["onnxruntime", "onnxruntime-int8"]
+    assert deploy.parse_formats(["openvino-int8", "onnx,openvino-int8"])[0] == "openvino-int8"  # deduplicated, in order
+    assert set(deploy.parse_formats("onnx,openvino")) == set(deploy.default_variants()) - {"pytorch"}
 
 
 def test_modules_tiny(tmp_path):
-    rows = bm.run_modules(imgsz=64, repeats=1, warmup=0, project=tmp_path, stock_malloc=True)
-    sites = bm.module_sites(64)
+    rows = module_bench.run_modules(imgsz=64, repeats=1, warmup=0, project=tmp_path, stock_malloc=True)
+    sites = module_bench.module_sites(64)
     assert len(rows) == len(sites)
     assert {r["module"] for r in rows} == {"EMA", "CA", "CBAM", "SA", "ECA"}
     for r in rows:

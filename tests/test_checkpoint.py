@@ -14,28 +14,11 @@ import torch
 import torch.nn as nn
 
 from models.yolo import Model
+from tests.helpers import build
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model, transfer_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f"thing{i}" for i in range(80)]
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine terms, so fusing and loading are really exercised."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
-
-
-def build(cfg: str, seed: int = 0, **kw) -> Model:
-    torch.manual_seed(seed)
-    return randomise_bn(Model(ROOT / "models" / cfg, verbose=False, **kw), seed).eval()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""INT8 export (export.py --int8: OpenVINO via NNCF, ONNX Runtime QDQ) and the deployment helpers of utils/deploy.py:
+"""INT8 export (export.py --int8: OpenVINO via NNCF, ONNX Runtime QDQ) and the deployment helpers of bench/deploy.py:
 loadable with metadata, right output shape, close to fp32 on real images; timing and mAP rows have their keys."""
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ import torch.nn as nn
 import yaml
 
 import export
+from bench import deploy, model_bench, paper
 from models.yolo import Model
-from utils import deploy, quantize
+from utils import quantize
 from utils.checkpoint import load_backend
 from utils.quantize import calibration_images
-
-pytest.importorskip("onnxruntime")
-pytest.importorskip("openvino")
-pytest.importorskip("nncf")
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}
@@ -128,10 +125,8 @@ def test_int8_exports_load_with_metadata_and_stay_close_to_fp32(setup):
         assert res[fmt]["agreement"]["score_corr"] > 0.9, fmt  # export.py's own check on a calibration image
 
 
-def test_int8_rejects_formats_it_cannot_quantize(setup, capsys):
-    with pytest.raises(SystemExit):
-        export.main(["--weights", str(setup["weights"]), "--include", "torchscript", "--int8"])
-    err = capsys.readouterr().err
+def test_int8_rejects_formats_it_cannot_quantize(setup, cli_error):
+    err = cli_error(export.main, ["--weights", str(setup["weights"]), "--include", "torchscript", "--int8"])
     assert "--int8" in err and "TorchScript" in err
 
 
@@ -187,11 +182,9 @@ def test_openvino_precision_hint_applies_to_every_compile(setup):
 
 
 def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
-    import benchmarks as bm
-
-    rows = bm.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path, formats="onnxruntime,openvino-int8",
-                  map_weights=[setup["weights"]], data=str(setup["data"]), calib_images=8, memory=False,
-                  stock_malloc=True)
+    rows = model_bench.run(["yolov5n"], imgsz=IMGSZ, repeats=2, warmup=0, project=tmp_path,
+                           formats="onnxruntime,openvino-int8", map_weights=[setup["weights"]], data=str(setup["data"]),
+                           calib_images=8, memory=False, stock_malloc=True)
     # the weights are named after the YAML they were built from, tagged with the file next to that YAML's own row
     assert [r["model"] for r in rows] == ["yolov5n", "yolov5n [tiny.pt]"]
     deployed = list(csv.DictReader((tmp_path / "exp" / "deploy.csv").open()))
@@ -208,8 +201,6 @@ def test_formats_add_a_deployment_table_with_map(setup, tmp_path):
 
 
 def test_weights_of_a_listed_model_get_their_own_row(setup):
-    import benchmarks as bm
-
-    specs = bm.resolve_models(["yolov5n", str(setup["weights"])])
+    specs = model_bench.resolve_models(["yolov5n", str(setup["weights"])])
     assert [s.name for s in specs] == ["yolov5n", "yolov5n [tiny.pt]"] and specs[1].weights
-    assert bm.baseline_name(specs[1].name) == "yolov5n"
+    assert paper.baseline_name(specs[1].name) == "yolov5n"

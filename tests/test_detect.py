@@ -116,7 +116,7 @@ def test_images_and_video(assets, caplog):
 
 
 def test_increment_nosave_visualize_and_onnx_agree(assets):
-    import export
+    from utils.exporters import export_model
 
     project = assets["dir"] / "runs2"
     image = str(assets["src"] / "a.png")
@@ -129,7 +129,7 @@ def test_increment_nosave_visualize_and_onnx_agree(assets):
 
     # the same model exported to ONNX gives the same detections (metadata carries names and stride)
     model = deepcopy(tiny_ema_model()).half().float()
-    out = export.export_model(model, assets["dir"] / "tiny-ema.pt", include=["onnx"], imgsz=[96, 128], check=False)
+    out = export_model(model, assets["dir"] / "tiny-ema.pt", include=["onnx"], imgsz=[96, 128], check=False)
     second = detect.run(weights=str(out["onnx"]["file"]), source=image, imgsz=[128], project=project, save_txt=True,
                         save_conf=True, nosave=True)  # a fixed-shape export: its own imgsz (96x128) is used
     assert second.name == "exp2" and not (second / "a.png").exists()
@@ -149,33 +149,24 @@ def test_stream_list_ends_cleanly(assets):
     assert len(videos) == 1 and frames_and_fps(videos[0])[0] >= 1
 
 
-def _error(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        detect.main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
-
-
-def test_bad_inputs_give_clear_messages(assets, capsys, tmp_path):
+def test_bad_inputs_give_clear_messages(assets, cli_error, tmp_path):
     w = ["--weights", str(assets["weights"]), "--imgsz", "128", "--project", str(tmp_path / "runs")]
-    assert "no such file or directory" in _error(w + ["--source", str(tmp_path / "missing.jpg")], capsys)
-    assert "matches no files" in _error(w + ["--source", str(tmp_path / "*.jpg")], capsys)
+    assert "no such file or directory" in cli_error(detect.main, w + ["--source", str(tmp_path / "missing.jpg")])
+    assert "matches no files" in cli_error(detect.main, w + ["--source", str(tmp_path / "*.jpg")])
 
     bad_image = tmp_path / "broken.jpg"
     bad_image.write_bytes(b"\x00not an image" * 50)
-    assert "could be read" in _error(w + ["--source", str(bad_image)], capsys)
+    assert "could be read" in cli_error(detect.main, w + ["--source", str(bad_image)])
 
     bad_video = tmp_path / "broken.mp4"
     bad_video.write_bytes(np.random.default_rng(1).bytes(2048))
-    assert "Failed to open video" in _error(w + ["--source", str(bad_video)], capsys)
+    assert "Failed to open video" in cli_error(detect.main, w + ["--source", str(bad_video)])
 
-    assert "Failed to open" in _error(w + ["--source", "rtsp://127.0.0.1:1/none"], capsys)
+    assert "Failed to open" in cli_error(detect.main, w + ["--source", "rtsp://127.0.0.1:1/none"])
 
     not_ckpt = tmp_path / "weights.pt"
     not_ckpt.write_text("definitely not a checkpoint")
-    err = _error(["--weights", str(not_ckpt), "--source", str(assets["src"]), "--project", str(tmp_path / "runs")],
-                 capsys)
+    err = cli_error(detect.main,
+                    ["--weights", str(not_ckpt), "--source", str(assets["src"]), "--project", str(tmp_path / "runs")])
     assert str(not_ckpt) in err and "checkpoint" in err
     assert not list((tmp_path / "runs").glob("exp*"))  # no run folder is left for runs that could not start

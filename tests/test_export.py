@@ -7,43 +7,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
-import torch.nn as nn
 
 import export
 from models.yolo import Model
+from tests.helpers import build
 from utils.checkpoint import load_backend
+from utils.exporters import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ORT = pytest.importorskip("onnxruntime")
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so that an export that folded or dropped them would show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            n = m.weight.numel()
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
-
-
-def build(cfg: str, seed: int = 0) -> Model:
-    """A random model whose scores are O(1) (head biases near 0), so score differences are meaningful."""
-    torch.manual_seed(seed)
-    model = randomise_bn(Model(ROOT / "models" / f"{cfg}.yaml", verbose=False), seed).eval()
-    for conv in model.model[-1].m:
-        conv.bias.data.normal_(0, 0.5)
-    return model
 
 
 def ort_run(path: Path, x: torch.Tensor) -> np.ndarray:
-    session = ORT.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["output0"]  # only the decoded tensor, no raw maps
     return session.run(None, {"images": x.numpy()})[0]
 
@@ -51,7 +29,7 @@ def ort_run(path: Path, x: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("cfg", ["yolov5s", "yolov5s-ema", "yolov5s-ca", "yolov5s-cbam", "yolov5s-sa", "yolov5s-eca"])
 def test_onnx_matches_pytorch_for_each_attention_type(tmp_path, cfg):
     model = build(cfg)
-    out = export.export_model(model, tmp_path / f"{cfg}.pt", include=["onnx"], imgsz=[160], check=False)
+    out = export_model(model, tmp_path / f"{cfg}.pt", include=["onnx"], imgsz=[160], check=False)
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
         ref = model(x)[0].numpy()
@@ -64,7 +42,7 @@ def test_onnx_matches_pytorch_for_each_attention_type(tmp_path, cfg):
 
 def test_dynamic_onnx_runs_at_batch_1_and_3(tmp_path):
     model = build("yolov5s-ema", seed=3)
-    out = export.export_model(model, tmp_path / "ema.pt", include=["onnx"], imgsz=[128], dynamic=True, simplify=True,
+    out = export_model(model, tmp_path / "ema.pt", include=["onnx"], imgsz=[128], dynamic=True, simplify=True,
                               check=False)
     for b, hw in ((1, (128, 128)), (3, (128, 160))):
         x = torch.rand(b, 3, *hw)
@@ -83,7 +61,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Model]:
     return f, model.float()
 
 
-def test_cli_round_trips_and_metadata(checkpoint, capsys):
+def test_cli_round_trips_and_metadata(checkpoint, cli_error):
     f, _ = checkpoint
     results = export.main(["--weights", str(f), "--include", "torchscript", "onnx", "openvino", "--imgsz", "128", "96"])
     assert set(results) == {"torchscript", "onnx", "openvino"}
@@ -109,34 +87,27 @@ def test_cli_round_trips_and_metadata(checkpoint, capsys):
         assert (y - y_ref).abs().max() < tol, fmt
 
 
-def _cli_error(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        export.main(argv)
-    assert e.value.code == 1
-    return capsys.readouterr().err
-
-
-def test_unknown_format_is_a_clear_error(checkpoint, capsys):
-    err = _cli_error(["--weights", str(checkpoint[0]), "--include", "coreml"], capsys)
+def test_unknown_format_is_a_clear_error(checkpoint, cli_error):
+    err = cli_error(export.main, ["--weights", str(checkpoint[0]), "--include", "coreml"])
     assert "unknown export format 'coreml'" in err and "onnx" in err and "Traceback" not in err
 
 
-def test_missing_runtime_is_a_clear_error(checkpoint, capsys, monkeypatch):
+def test_missing_runtime_is_a_clear_error(checkpoint, cli_error, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
-    err = _cli_error(["--weights", str(checkpoint[0]), "--include", "openvino"], capsys)
+    err = cli_error(export.main, ["--weights", str(checkpoint[0]), "--include", "openvino"])
     assert "pip install openvino" in err
 
 
-def test_half_on_cpu_and_engine_without_gpu(checkpoint, capsys):
-    err = _cli_error(["--weights", str(checkpoint[0]), "--include", "onnx", "--half"], capsys)
+def test_half_on_cpu_and_engine_without_gpu(checkpoint, cli_error):
+    err = cli_error(export.main, ["--weights", str(checkpoint[0]), "--include", "onnx", "--half"])
     assert "--half" in err and "CUDA" in err
     if not torch.cuda.is_available():
-        err = _cli_error(["--weights", str(checkpoint[0]), "--include", "engine"], capsys)
+        err = cli_error(export.main, ["--weights", str(checkpoint[0]), "--include", "engine"])
         assert "needs a CUDA GPU" in err
 
 
-def test_not_a_checkpoint(tmp_path, capsys):
+def test_not_a_checkpoint(tmp_path, cli_error):
     bad = tmp_path / "notes.pt"
     bad.write_text("hello")
-    err = _cli_error(["--weights", str(bad), "--include", "onnx"], capsys)
+    err = cli_error(export.main, ["--weights", str(bad), "--include", "onnx"])
     assert str(bad) in err and "checkpoint" in err

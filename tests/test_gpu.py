@@ -51,7 +51,8 @@ def test_amp_training_loss_falls_without_nan(amp_run):
 def test_fp16_validation_matches_fp32(amp_run):
     data = str(amp_run.parents[1] / "shapes.yaml")
     best = str(amp_run / "weights" / "best.pt")
-    fp32, fp16 = (val.run(weights=best, data=data, imgsz=256, device="0", half=half, project=str(amp_run.parent / "val"))[0]
+    project = str(amp_run.parent / "val")
+    fp32, fp16 = (val.run(weights=best, data=data, imgsz=256, device="0", half=half, project=project)[0]
                   for half in (False, True))
     for key in ("metrics/mAP50(B)", "metrics/mAP50-95(B)"):  # within 0.5 points
         assert abs(fp16[key] - fp32[key]) < 0.005, key

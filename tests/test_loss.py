@@ -14,6 +14,8 @@ from ultralytics.engine.trainer import BaseTrainer
 from ultralytics.nn.tasks import BaseModel
 from ultralytics.utils import IterableSimpleNamespace
 
+from models.yolo import Model
+from tests.helpers import COCO_ANCHORS, StubDetect, StubModel
 from utils.loss import (
     DEFAULT_HYP,
     LOSS_NAMES,
@@ -27,30 +29,7 @@ from utils.loss import (
     targets_from_batch,
 )
 
-COCO_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
 P2_ANCHORS = ((5, 6, 8, 14, 15, 11),) + COCO_ANCHORS
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Stand-in model with the Detect interface (the real one lives in models/yolo.py)
-# ---------------------------------------------------------------------------------------------------------------------
-class StubDetect(nn.Module):
-    """Anchor-based head stand-in: attributes only (nc, no, nl, na, stride, anchors in stride units, m)."""
-
-    def __init__(self, nc: int = 80, anchors=COCO_ANCHORS, stride=(8, 16, 32)):
-        super().__init__()
-        self.nc, self.no, self.nl, self.na = nc, nc + 5, len(anchors), len(anchors[0]) // 2
-        self.register_buffer("stride", torch.tensor(stride, dtype=torch.float32))
-        px = torch.tensor(anchors, dtype=torch.float32).view(self.nl, self.na, 2)
-        self.register_buffer("anchors", px / self.stride.view(-1, 1, 1))
-        self.m = nn.ModuleList(nn.Conv2d(4, self.na * self.no, 1) for _ in range(self.nl))
-
-
-class StubModel(nn.Module):
-    def __init__(self, hyp=None, **det_kwargs):
-        super().__init__()
-        self.model = nn.Sequential(StubDetect(**det_kwargs))
-        self.hyp = dict(DEFAULT_HYP) if hyp is None else hyp
 
 
 def make_model(hyp_overrides=None, **det_kwargs) -> StubModel:
@@ -516,8 +495,7 @@ def test_autobalance_normalises_to_stride_16_level():
 # With the real model (models/yolo.py)
 # ---------------------------------------------------------------------------------------------------------------------
 def test_with_real_yolov5_model():
-    yolo = pytest.importorskip("models.yolo")
-    model = yolo.Model("models/yolov5n.yaml", nc=3, verbose=False)
+    model = Model("models/yolov5n.yaml", nc=3, verbose=False)
     det = model.model[-1]
     model.hyp = scale_hyp_for_model(DEFAULT_HYP, nl=det.nl, nc=3, imgsz=64)
     batch = as_batch(random_targets(bs=2, n=6, seed=21, nc=3), bs=2)

@@ -186,21 +186,16 @@ def test_bad_labels_and_images_are_skipped_with_warnings(shapes, tmp_path, capfd
     ({"train": "images/train", "val": "images/val"}, "names"),
     ({"path": "/nonexistent/place", "train": "images/train", "val": "images/val", "names": ["a"]}, "images not found"),
 ])
-def test_bad_data_yaml_fails_before_training(tmp_path, content, message, capsys):
+def test_bad_data_yaml_fails_before_training(tmp_path, content, message, cli_error):
     data = tmp_path / "data.yaml"
     data.write_text(yaml.safe_dump(content))
-    with pytest.raises(SystemExit) as e:
-        train.main(FAST + ["--data", str(data), "--epochs", "1", "--project", str(tmp_path)])
-    assert e.value.code == 1
-    err = capsys.readouterr().err
+    err = cli_error(train.main, FAST + ["--data", str(data), "--epochs", "1", "--project", str(tmp_path)])
     assert message in err and "data.yaml" in err
     assert not (tmp_path / "exp" / "weights" / "last.pt").exists()
 
 
-def test_missing_data_yaml_is_one_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        train.main(["--data", str(tmp_path / "nope.yaml"), "--project", str(tmp_path)])
-    assert "nope.yaml" in capsys.readouterr().err
+def test_missing_data_yaml_is_one_clear_error(tmp_path, cli_error):
+    assert "nope.yaml" in cli_error(train.main, ["--data", str(tmp_path / "nope.yaml"), "--project", str(tmp_path)])
 
 
 def test_data_yaml_found_by_name():
@@ -210,16 +205,13 @@ def test_data_yaml_found_by_name():
     assert resolve_data("coco.yaml") == str(ROOT / "data" / "coco.yaml")
 
 
-def test_empty_dataset_fails_before_training(tmp_path, capsys):
+def test_empty_dataset_fails_before_training(tmp_path, cli_error):
     root = tmp_path / "empty"
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
     data = tmp_path / "empty.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": ["a"]}))
-    with pytest.raises(SystemExit) as e:
-        train.main(FAST + ["--data", str(data), "--epochs", "1", "--project", str(tmp_path / "runs")])
-    assert e.value.code == 1
-    err = capsys.readouterr().err
+    err = cli_error(train.main, FAST + ["--data", str(data), "--epochs", "1", "--project", str(tmp_path / "runs")])
     assert "ERROR:" in err and "images" in err.lower() and str(root) in err
     assert not list((tmp_path / "runs").glob("*/weights/last.pt"))

@@ -38,7 +38,7 @@ def is_tuned() -> bool:
     return _STATE["tuned"]
 
 
-def describe() -> str:
+def setting() -> str:
     """How the allocator is set, for a benchmark table's header."""
     return "malloc keeps freed memory" if _STATE["tuned"] else "stock malloc"
 

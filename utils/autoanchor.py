@@ -54,7 +54,7 @@ def _ratio_metric(anchors_px: Any, wh: Any) -> torch.Tensor:
 
 
 def anchor_metrics(anchors_px: Any, wh: Any, thr: float = 4.0) -> tuple[float, float]:
-    """Return ``(best possible recall, mean anchors above threshold per box)`` of pixel anchors on pixel sizes ``wh``."""
+    """``(best possible recall, mean anchors above threshold per box)`` of pixel anchors on pixel sizes ``wh``."""
     x = _ratio_metric(anchors_px, wh)
     if x.shape[0] == 0:
         return 0.0, 0.0

@@ -31,8 +31,6 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-from utils import offline  # noqa: F401  (before ultralytics)
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -89,7 +87,8 @@ class StandInModule(nn.Module):
 
 
 class Opaque:
-    """Inert record of a pickled object whose class is not on the allow-list: keeps arguments and state, runs nothing."""
+    """Inert record of a pickled object whose class is not on the allow-list: keeps arguments and state, runs
+    nothing."""
 
     original = "?"
 

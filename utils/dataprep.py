@@ -35,9 +35,10 @@ import cv2
 import numpy as np
 from ultralytics.utils import LOGGER  # the engine's logger, so messages appear with the training output
 
+from utils.images import IMAGE_SUFFIXES
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 REMOTE_SCHEMES = ("http", "https", "ftp")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class DownloadError(RuntimeError):

@@ -17,17 +17,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from utils import offline  # noqa: F401  (must precede the engine import)
+import torch
+import torch.distributed as dist
+import yaml
+from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator
+from ultralytics.utils import LOGGER, RANK, torch_utils
+from ultralytics.utils.torch_utils import unwrap_model
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import yaml  # noqa: E402
-from ultralytics.models.yolo.detect import DetectionTrainer, DetectionValidator  # noqa: E402
-from ultralytics.utils import LOGGER, RANK, colorstr  # noqa: E402
-from ultralytics.utils import torch_utils  # noqa: E402
-from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
-
-from models.yolo import Model  # noqa: E402
+from models.yolo import Model
+from utils import offline
 
 ROOT = Path(__file__).resolve().parents[1]
 offline.configure()
@@ -59,7 +57,7 @@ YOLOV5_ENGINE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "deterministic": True,
 }
-DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+DEFAULT_HYP_FILE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 
 
 TORCH_THREADS = torch.get_num_threads()  # torch's default, one per core, before the engine lowers it
@@ -81,6 +79,16 @@ def all_cores() -> Any:
         torch_utils.NUM_THREADS = saved
 
 
+def select_device(device: str | torch.device = "") -> torch.device:
+    """The engine's ``select_device`` (quiet; ``ValueError`` for a device that is not there) without its side effect
+    on CPU: it leaves torch's thread count as it is (see ``all_cores``)."""
+    threads = torch.get_num_threads()
+    try:
+        return torch_utils.select_device(device, verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class HypError(ValueError):
     """A hyperparameter file that cannot be used; the message names the file and the key."""
 
@@ -90,7 +98,7 @@ def load_hyp(path: str | Path | dict | None = None) -> dict[str, float]:
     if isinstance(path, dict):
         hyp, where = dict(path), "hyp"
     else:
-        file = find_file(path or DEFAULT_HYP, ROOT / "data" / "hyps")
+        file = find_file(path or DEFAULT_HYP_FILE, ROOT / "data" / "hyps")
         where = str(file)
         with open(file, encoding="utf-8") as f:
             hyp = yaml.safe_load(f) or {}
@@ -197,7 +205,7 @@ class YOLOv5Trainer(DetectionTrainer):
 
     def __init__(self, cfg=None, overrides: dict | None = None, _callbacks=None, hyp: dict | None = None,
                  weights: str | None = None, autoanchor: bool = True, sync_bn: bool = False):
-        hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP)
+        hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP_FILE)
         engine_hyp, self.loss_hyp = split_hyp(hyp)
         overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **(overrides or {})}
         kwargs = {"overrides": overrides, "_callbacks": _callbacks}
@@ -222,7 +230,7 @@ class YOLOv5Trainer(DetectionTrainer):
                 dist.destroy_process_group()
 
     def _setup_ddp(self):
-        """Join the job's process group: NCCL on GPUs (the engine's setup), gloo on the CPU; take rank 0's run folder."""
+        """Join the job's process group (NCCL on GPUs as the engine does, gloo on the CPU); take rank 0's run folder."""
         if self.device.type == "cpu":
             dist.init_process_group("gloo", rank=RANK, world_size=self.world_size, timeout=timedelta(hours=3))
         else:
@@ -310,7 +318,8 @@ class YOLOv5Trainer(DetectionTrainer):
 
     # ----- validation -----------------------------------------------------------------------------
     def get_validator(self):
-        return YOLOv5Validator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
+        return YOLOv5Validator(self.test_loader, save_dir=self.save_dir, args=copy(self.args),
+                               _callbacks=self.callbacks)
 
     # ----- checkpoints ----------------------------------------------------------------------------
     def save_model(self) -> bool:
@@ -345,7 +354,8 @@ class YOLOv5Validator(DetectionValidator):
         except ImportError:
             LOGGER.warning("pycocotools is not installed: pip install pycocotools")
             return stats
-        LOGGER.info(f"\nEvaluating pycocotools mAP using {pred_json} and {anno_json if not self.gdict else 'labels'}...")
+        LOGGER.info(f"\nEvaluating pycocotools mAP using {pred_json} and "
+                    f"{anno_json if not self.gdict else 'labels'}...")
         try:
             if isinstance(anno_json, dict):
                 anno = COCO()
@@ -357,7 +367,8 @@ class YOLOv5Validator(DetectionValidator):
                 anno = COCO(str(anno_json))
             pred = anno.loadRes(str(pred_json) if isinstance(pred_json, Path) else pred_json)
             ev = COCOeval(anno, pred, "bbox")
-            ev.params.imgIds = anno.getImgIds() if self.gdict else [int(Path(x).stem) for x in self.dataloader.dataset.im_files]
+            files = self.dataloader.dataset.im_files
+            ev.params.imgIds = anno.getImgIds() if self.gdict else [int(Path(x).stem) for x in files]
             ev.evaluate()
             ev.accumulate()
             ev.summarize()

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
+from utils.images import IMAGE_SUFFIXES, letterbox
+
 PRESETS = ("mixed", "performance")
 
 
@@ -41,18 +42,11 @@ def _image_files(source: str | Path | Sequence) -> list[Path]:
         return sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if p.suffix == ".txt" and p.is_file():
         lines = [x.strip() for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
-        return [q if q.is_absolute() else (p.parent / q) for q in map(Path, lines) if q.suffix.lower() in IMAGE_SUFFIXES]
+        files = [q if q.is_absolute() else (p.parent / q) for q in map(Path, lines)]
+        return [q for q in files if q.suffix.lower() in IMAGE_SUFFIXES]
     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
         return [p]
     return []
-
-
-def letterbox(image: np.ndarray, imgsz: Sequence[int], stride: int = 32) -> np.ndarray:
-    """A BGR HWC uint8 image as the (3, h, w) float32 RGB 0-1 input a fixed-size export receives at inference."""
-    from ultralytics.data.augment import LetterBox
-
-    im = LetterBox(new_shape=tuple(imgsz), auto=False, stride=stride)(image=image)
-    return np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0
 
 
 def calibration_images(data: str | Path, imgsz: Sequence[int], n: int = 300, stride: int = 32, batch_size: int = 1,
@@ -82,7 +76,7 @@ def calibration_images(data: str | Path, imgsz: Sequence[int], n: int = 300, str
         im = cv2.imread(str(f))
         if im is None:
             raise CalibrationError(f"{f}: cannot be read as an image (INT8 calibration, --data {data})")
-        images.append(letterbox(im, imgsz, stride))
+        images.append(letterbox([im], imgsz, stride)[0].astype(np.float32) / 255.0)  # as a fixed-size export sees it
     return [np.stack(images[i:i + batch_size]) for i in range(0, len(images) - batch_size + 1, batch_size)]
 
 
@@ -168,8 +162,13 @@ def quantize_onnx(src: str | Path, dst: str | Path, images: Iterable[np.ndarray]
     """ONNX Runtime static quantization (QDQ format, uint8 activations, int8 per-channel weights, min-max
     calibration) of ``src`` into ``dst``; keeps ``src``'s metadata."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

@@ -1,6 +1,6 @@
 """Deployment speed and accuracy: one model in each CPU runtime and precision, side by side.
 
-Variants (``VARIANTS``; the file each needs comes from ``export.py``):
+Variants (``VARIANTS``; the file each needs comes from ``utils/exporters.py``, as with ``export.py``):
 
 =====================  ===================================================================================
 ``pytorch``            PyTorch fp32, Conv+BN fused (the baseline)
@@ -23,6 +23,7 @@ Variants (``VARIANTS``; the file each needs comes from ``export.py``):
 from __future__ import annotations
 
 import contextlib
+import re
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -30,6 +31,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+
+from bench import BenchmarkError
+from utils.exporters import export_model
+from utils.validation import validate
 
 # variant -> (file kind made by export.py, OpenVINO inference precision hint or None)
 VARIANTS: dict[str, tuple[str, str | None]] = {
@@ -100,8 +105,6 @@ def export_variants(model: nn.Module, name: str, variants: Iterable[str], imgsz:
                     batch_size: int = 1) -> dict[str, Any]:
     """Export ``model`` (our ``Model``, any state) for each variant into ``save_dir``; returns ``{variant: target}``,
     the target being the fused float32 CPU model for ``pytorch`` and the exported file/folder otherwise."""
-    from export import export_model
-
     variants = check_variants(variants)
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -177,14 +180,13 @@ def runner(variant: str, target: Any, threads: int | None = None) -> Callable[[n
 
 
 def variant_calls(targets: dict[str, Any], im: np.ndarray, threads: int | None = None) -> dict[str, Callable[[], Any]]:
-    """Zero-argument calls (one inference of ``im`` each) per variant, for ``time_interleaved`` or benchmarks.py's own
-    interleaved timer."""
+    """Zero-argument calls (one inference of ``im`` each) per variant, for the interleaved timer (``bench.timing``)."""
     x = np.ascontiguousarray(im, dtype=np.float32)
     return {v: (lambda f=runner(v, t, threads): f(x)) for v, t in targets.items()}
 
 
 # ----------------------------------------------------------------------------------------------------
-# mAP of each variant, through val.py
+# mAP of each variant, as val.py scores it
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -212,14 +214,13 @@ def openvino_precision(hint: str | None) -> Iterator[None]:
 def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, variants: Iterable[str] | None = None,
              calib_images: int = 300, targets: dict[str, Any] | None = None, device: str = "cpu") -> list[dict]:
     """mAP@.5 and mAP@.5:.95 (in %) of each variant of ``weights`` (a trained ``.pt``) on ``data``'s val split at
-    ``imgsz`` via val.py's ``run()`` (PyTorch on ``device``, the exports on CPU). Exports at ``imgsz`` into
+    ``imgsz`` as val.py scores it (PyTorch on ``device``, the exports on CPU). Exports at ``imgsz`` into
     ``save_dir`` unless ``targets`` (from ``export_variants``) are given.
 
     PyTorch is scored the way the exports are (batch 1, square letterboxed images; val.py's default rectangular
     batches score a little differently), so ``delta_map50_95``, the difference to PyTorch's mAP@.5:.95, is the
     runtime's and precision's alone; ``delta_vs_fp32_export`` compares with the fp32 export of the same runtime
     (``onnxruntime`` or ``openvino-f32``, when measured)."""
-    import val
     from utils.checkpoint import load_model
 
     variants = check_variants(variants or default_variants())
@@ -231,7 +232,7 @@ def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, 
     for v in variants:
         source = weights if VARIANTS[v][0] == "pt" else targets[v]
         with openvino_precision(VARIANTS[v][1]):
-            stats = val.run(data=str(data), weights=[str(source)], imgsz=imgsz, batch_size=1, rect=False,
+            stats = validate(data=str(data), weights=[str(source)], imgsz=imgsz, batch_size=1, rect=False,
                             device=device if source == weights else "cpu", plots=False,
                             project=Path(save_dir) / "val", name=v, exist_ok=True)[0]
         rows.append({"variant": v, "file": str(source), "map50": 100 * float(stats["metrics/mAP50(B)"]),
@@ -242,3 +243,46 @@ def map_rows(weights: str | Path, data: str | Path, imgsz: int, save_dir: Path, 
         r["delta_map50_95"] = r["map50_95"] - by["pytorch"] if "pytorch" in by else None
         r["delta_vs_fp32_export"] = None if r["variant"] == "pytorch" or fp32 is None else r["map50_95"] - fp32
     return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# benchmarks.py --formats and --map
+# ----------------------------------------------------------------------------------------------------
+
+
+def parse_formats(formats: str | Iterable[str] | None) -> list[str]:
+    """The deployment variants behind ``--formats``: a runtime (``onnx``, ``openvino``: its fp32, bf16 where the CPU
+    has it, and INT8 variants) or variant names such as ``openvino-int8``."""
+    if not formats:
+        return []
+    items = formats.split(",") if isinstance(formats, str) else [f for x in formats for f in str(x).split(",")]
+    variants: list[str] = []
+    for f in (x.strip().lower() for x in items if x.strip()):
+        if f in RUNTIMES:
+            variants += variants_for_formats([f])
+        elif f in VARIANTS and f != "pytorch":
+            variants.append(f)
+        else:
+            choices = [*RUNTIMES, *(v for v in VARIANTS if v != "pytorch")]
+            raise BenchmarkError(f"--formats {f}: unknown; choose from {', '.join(choices)}")
+    try:
+        return check_variants(variants)
+    except ValueError as e:
+        raise BenchmarkError(f"--formats: {e}") from e
+
+
+def export_calls(model: nn.Module, name: str, variants: list[str], im: torch.Tensor, save_dir: Path, data: str,
+                 calib_images: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """Export ``model`` for each variant (INT8 calibrated on ``data``); return per variant a call running it on ``im``
+    and the exported files (for mAP)."""
+    stem = re.sub(r"[^\w-]+", "_", name).strip("_")  # "yolov5s-ema [exp/best.pt]" -> "yolov5s-ema_exp_best_pt"
+    targets = export_variants(model, stem, variants, list(im.shape[2:]), save_dir / "export", data=data,
+                              calib_images=calib_images, batch_size=im.shape[0])
+    return variant_calls(targets, im.cpu().float().numpy(), torch.get_num_threads()), targets
+
+
+def measure_map(weights: Path, data: str, imgsz: int, device: str, save_dir: Path) -> tuple[float, float]:
+    """(mAP@.5, mAP@.5:.95) in % of ``weights`` on ``data`` with val.py's defaults."""
+    stats = validate(data=data, weights=[str(weights)], imgsz=imgsz, device=device, plots=False,
+                     project=save_dir / "val", name=weights.stem, exist_ok=True)[0]
+    return 100 * float(stats["metrics/mAP50(B)"]), 100 * float(stats["metrics/mAP50-95(B)"])

@@ -1,0 +1,77 @@
+"""Helpers shared by the test files: random weights that a bug cannot hide behind, and stand-in detection heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.yolo import Model, resolve_cfg
+from utils.loss import DEFAULT_HYP
+
+ROOT = Path(__file__).resolve().parents[1]
+COCO_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
+
+
+def randomize(module: nn.Module, seed: int = 1) -> nn.Module:
+    """Give every parameter and BN statistic a random value, so an identity-like init cannot hide a bug; eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        for name, b in module.named_buffers():
+            if name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    return module.eval()
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial normalisation statistics and affine terms, so that fusing, exporting or loading that folded or
+    dropped them would show."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            n = m.weight.numel()
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+def build(cfg: str, seed: int = 0, **kwargs) -> Model:
+    """A random model of ``cfg`` (a YAML path or a name in models/) in eval mode, with random normalisation and
+    scores of O(1) (head biases near 0), so that output differences are meaningful."""
+    torch.manual_seed(seed)
+    model = randomise_bn(Model(resolve_cfg(cfg), verbose=False, **kwargs), seed).eval()
+    for conv in model.model[-1].m:
+        conv.bias.data.normal_(0, 0.5)
+    return model
+
+
+class StubDetect(nn.Module):
+    """Anchor-based head stand-in with ``Detect``'s attributes only: nc, no, nl, na, stride, anchors (nl, na, 2) in
+    stride units, m. ``anchors`` are in pixels, one row (or ``na`` pairs) per level."""
+
+    def __init__(self, nc: int = 80, anchors=COCO_ANCHORS, stride=(8, 16, 32)):
+        super().__init__()
+        nl = len(stride)
+        px = torch.tensor(np.asarray(anchors, dtype=np.float32)).view(nl, -1, 2)
+        self.nc, self.no, self.nl, self.na = nc, nc + 5, nl, px.shape[1]
+        self.register_buffer("stride", torch.tensor(stride, dtype=torch.float32))
+        self.register_buffer("anchors", px / self.stride.view(-1, 1, 1))
+        self.m = nn.ModuleList(nn.Conv2d(4, self.na * self.no, 1) for _ in range(self.nl))
+
+
+class StubModel(nn.Module):
+    """A model whose only layer is a ``StubDetect``, with loss hyperparameters ``hyp`` (default ``DEFAULT_HYP``)."""
+
+    def __init__(self, hyp: dict | None = None, **det_kwargs):
+        super().__init__()
+        self.model = nn.Sequential(StubDetect(**det_kwargs))
+        self.hyp = dict(DEFAULT_HYP) if hyp is None else hyp

@@ -1,0 +1,56 @@
+"""Validation: the mAP of a checkpoint or an export on a dataset split with the engine's validator (``val.py``'s work).
+
+``validate`` is called by ``val.py`` and by the benchmark's mAP columns (``bench/deploy.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_for_validation(weights: str, device: str = "") -> object:
+    """A ``.pt`` (ours or an official YOLOv5 checkpoint) becomes our model; an export stays a path for the engine."""
+    if str(weights).endswith(".pt"):
+        from utils.checkpoint import load_model
+
+        return load_model(weights, device="cpu", fuse=False)
+    if not Path(weights).exists():
+        raise FileNotFoundError(f"--weights {weights}: file or folder not found")
+    return str(weights)
+
+
+def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batch_size: int = 32, imgsz: int = 640,
+             conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val",
+             device: str = "", workers: int = 8, single_cls: bool = False, augment: bool = False,
+             verbose: bool = False, save_txt: bool = False, save_conf: bool = False, save_json: bool = False,
+             project: str | Path = ROOT / "runs" / "val", name: str = "exp", exist_ok: bool = False,
+             half: bool = False, plots: bool = True, rect: bool = True) -> list[dict]:
+    """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``,
+    ``metrics/mAP50-95(B)``...)."""
+    from utils.allocator import keep_freed_memory_on_cpu
+    from utils.engine import YOLOv5Validator, all_cores, increment_dir, resolve_data
+
+    keep_freed_memory_on_cpu(device)
+    weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    if not weights:
+        raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/.torchscript/openvino model")
+    if task == "speed":  # YOLOv5's speed benchmark settings
+        conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+    results = []
+    for w in weights:
+        save_dir = increment_dir(Path(project).resolve() / name, exist_ok)
+        args = {
+            "task": "detect", "mode": "val", "data": resolve_data(data), "batch": batch_size, "imgsz": imgsz,
+            "conf": conf_thres, "iou": iou_thres, "max_det": max_det, "split": "val" if task == "speed" else task,
+            "device": device or None, "workers": workers, "single_cls": single_cls, "augment": augment,
+            "verbose": verbose, "save_txt": save_txt, "save_conf": save_conf, "save_json": save_json,
+            "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "rect": rect,
+        }
+        validator = YOLOv5Validator(args=args, save_dir=save_dir)
+        with all_cores():
+            stats = validator(model=load_for_validation(w, device))
+        stats["speed"] = dict(validator.speed)
+        results.append(stats)
+    return results
