@@ -135,6 +135,29 @@ def _point_datasets_dir_at_repo() -> None:
 _point_datasets_dir_at_repo()
 
 
+def _load_checkpoints_safely() -> None:
+    """Every checkpoint the engine opens goes through ``utils.checkpoint``'s restricted unpickler, never full pickle.
+
+    The engine unpickles checkpoints in two functions: ``torch_safe_load`` (under its ``load_checkpoint``: resume, NaN
+    recovery, ``AutoBackend`` on a ``.pt`` path) and ``torch_load`` in ``strip_optimizer`` (best.pt and last.pt after
+    training). Both are replaced once, here, when this module is imported; DDP workers import it as they unpickle the
+    trainer class, before their trainer opens any checkpoint.
+    """
+    import ultralytics.nn.tasks as tasks
+    from ultralytics.utils import torch_utils
+
+    from utils.checkpoint import load_for_engine
+
+    def torch_safe_load(weight, *args, **kwargs) -> tuple[dict, str]:
+        return load_for_engine(weight), str(weight)
+
+    tasks.torch_safe_load = torch_safe_load
+    torch_utils.torch_load = load_for_engine
+
+
+_load_checkpoints_safely()
+
+
 def build_model(cfg: str | Path | dict, nc: int, hyp: dict[str, float], imgsz: int, weights: str | None = None,
                 verbose: bool = True) -> Model:
     """Our model for training: built from ``cfg``, optionally started from ``weights``, carrying its loss hyps.
@@ -164,7 +187,9 @@ class YOLOv5Trainer(DetectionTrainer):
                  weights: str | None = None, autoanchor: bool = True, sync_bn: bool = False):
         hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP)
         engine_hyp, self.loss_hyp = split_hyp(hyp)
-        overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **(overrides or {})}
+        overrides = dict(overrides or {})
+        if not overrides.get("resume"):  # a resumed run takes its settings from its checkpoint
+            overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **overrides}
         kwargs = {"overrides": overrides, "_callbacks": _callbacks}
         if cfg is not None:
             kwargs["cfg"] = cfg
