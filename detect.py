@@ -24,7 +24,6 @@ Results go to runs/detect/exp, exp2, ...: annotated images and videos, labels/*.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -104,6 +103,26 @@ def open_source(source: str, vid_stride: int = 1):
         detail = str(e).split("... ", 1)[-1]  # drop the loader's "1/1: <source>... " prefix
         raise ValueError(f"--source {source}: {detail} (check that the camera is connected or that the stream URL "
                          f"is reachable)") from None
+    except FileNotFoundError as e:
+        if Path(source).suffix.lower() in {".txt", ".csv"}:  # a path listed in the file: name the list too
+            raise FileNotFoundError(f"--source {source}: listed path {e} (a {Path(source).suffix} source holds one "
+                                    f"image or video path per line, absolute or relative to the list)") from None
+        raise
+
+
+def check_options(imgsz: list[int] | tuple[int, ...], conf_thres: float, iou_thres: float, max_det: int,
+                  vid_stride: int, line_thickness: int, classes: list[int] | None) -> None:
+    """Numbers out of range fail here, before anything is loaded or written."""
+    from utils.cli import check_image_size, check_number
+
+    check_image_size("--imgsz", imgsz)
+    check_number("--conf-thres", conf_thres, 0, 1)
+    check_number("--iou-thres", iou_thres, 0, 1)
+    check_number("--max-det", max_det, 1)
+    check_number("--vid-stride", vid_stride, 1)
+    check_number("--line-thickness", line_thickness, 1)
+    for c in classes or ():
+        check_number("--classes", c, 0)
 
 
 def preprocess(images: list[np.ndarray], imgsz: list[int], stride: int, auto: bool, device: torch.device,
@@ -208,9 +227,11 @@ def run(
     from ultralytics.utils.torch_utils import select_device
 
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.cli import remove_if_empty
     from utils.engine import all_cores
     from utils.visualize import AttentionRecorder, FeatureRecorder, save_attention_maps, save_feature_maps
 
+    check_options(imgsz, conf_thres, iou_thres, max_det, vid_stride, line_thickness, classes)
     source = str(source)
     check_source(source)
     webcam = is_stream(source)
@@ -245,6 +266,7 @@ def run(
     # Data
     dataset = open_source(source, vid_stride=vid_stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, sep="")
+    existed = save_dir.exists()
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     sink = VideoSink()
     seen, windows, dt = 0, [], (Timer(dev), Timer(dev), Timer(dev))
@@ -307,6 +329,10 @@ def run(
                         fps = fps[i] if isinstance(fps, list) else fps  # streams keep one rate per source
                         sink.write(i, save_dir / p.name, im0, fps)
                 log(f"{s}{'' if len(det) else '(no detections), '}{dt[1].dt * 1e3:.1f}ms")
+    except BaseException:
+        if not existed:
+            remove_if_empty(save_dir)  # leave no empty run folder behind
+        raise
     finally:
         sink.close()
         for rec in (att_rec, feat_rec):
@@ -318,8 +344,8 @@ def run(
             cv2.destroyAllWindows()
 
     if seen == 0:
-        if not any(f.is_file() for f in save_dir.rglob("*")):
-            shutil.rmtree(save_dir, ignore_errors=True)  # leave no empty run folder behind
+        if not existed:
+            remove_if_empty(save_dir)
         raise ValueError(f"--source {source}: no image or video frame could be read (unreadable or empty files)")
     t = tuple(x.t / seen * 1e3 for x in dt)
     log(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)

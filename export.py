@@ -307,8 +307,6 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
                               f"{', '.join(others)}; export those in a separate run without --int8")
         if "openvino" in formats:
             require("OpenVINO --int8", "nncf")
-        if calib_images < 1:
-            raise ExportError(f"--calib-images {calib_images}: INT8 calibration needs at least one image")
     device = next(model.parameters()).device
     if "engine" in formats and device.type != "cuda":
         raise ExportError(no_gpu_message())
@@ -318,13 +316,12 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     if half and device.type == "cpu" and set(formats) & {"torchscript", "onnx"}:
         raise ExportError("--half for torchscript/onnx needs a CUDA device (--device 0); on CPU, --half applies to "
                           "openvino only (fp16-compressed weights)")
+    from ultralytics.utils.checks import check_imgsz
+
     weights = Path(weights)
-    if not 1 <= len(imgsz) <= 2:
-        raise ExportError(f"--imgsz takes one size or two (height width), got {list(imgsz)}")
-    imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
+    check_options(imgsz, batch_size, opset, calib_images)
     gs = int(max(model.stride))
-    if any(x % gs for x in imgsz):
-        raise ExportError(f"--imgsz {imgsz} must be multiples of the model's max stride {gs}")
+    imgsz = check_imgsz(list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz), stride=gs, min_dim=2)  # round up, warn
     model = model.eval()
     for p in model.parameters():
         p.requires_grad = False
@@ -392,6 +389,16 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     return results
 
 
+def check_options(imgsz: list[int] | tuple[int, ...], batch_size: int, opset: int, calib_images: int) -> None:
+    """Numbers out of range fail here, before anything is loaded or written."""
+    from utils.cli import check_image_size, check_number
+
+    check_image_size("--imgsz", imgsz)
+    check_number("--batch-size", batch_size, 1)
+    check_number("--opset", opset, 7)
+    check_number("--calib-images", calib_images, 1)
+
+
 def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...] = ("torchscript", "onnx"),
         imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, device: str = "cpu",
         half: bool = False, int8: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 17,
@@ -403,6 +410,7 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
 
     t = time.perf_counter()
     parse_include(include)  # fail on a typo before loading anything
+    check_options(imgsz, batch_size, opset, calib_images)
     weights = Path(weights)
     if weights.suffix != ".pt":
         raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")

@@ -109,7 +109,7 @@ def check_options(opt: argparse.Namespace) -> None:
 
     check_image_size("--imgsz", opt.imgsz, max_values=1)
     check_number("--epochs", opt.epochs, 1)
-    check_number("--batch-size", opt.batch_size, 1, also=(-1,))
+    check_number("--batch-size", opt.batch_size, 1, also={-1: "autobatch"})
     check_number("--workers", opt.workers, 0)
     check_number("--patience", opt.patience, 0)
     check_number("--label-smoothing", opt.label_smoothing, 0, 1)

@@ -53,19 +53,19 @@ class ArgumentError(ValueError):
 
 
 def check_number(flag: str, value: float | None, low: float | None = None, high: float | None = None,
-                 also: tuple = ()) -> None:
+                 also: dict | None = None) -> None:
     """``low <= value <= high`` (either bound optional; ``None`` means the flag was left to its default).
 
-    ``also`` lists extra values with a meaning of their own (``--batch-size -1`` for autobatch).
+    ``also`` maps extra values with a meaning of their own to that meaning (``{-1: "autobatch"}``).
     """
-    if value is None or value in also:
+    if value is None or value in (also or {}):
         return
     if (low is not None and value < low) or (high is not None and value > high):
-        if high is None:
-            want = "a positive number" if low == 1 else f"at least {low}"
-        else:
+        if high is not None:
             want = f"between {low} and {high}"
-        extra = f" (or {', '.join(map(str, also))})" if also else ""
+        else:
+            want = "a positive integer" if low == 1 and isinstance(value, int) else f"at least {low}"
+        extra = "".join(f" (or {k} for {v})" for k, v in (also or {}).items())
         raise ArgumentError(f"{flag} {value}: must be {want}{extra}")
 
 
@@ -93,7 +93,14 @@ def no_empty_run_dir(folder: str | Path | None) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if not existed and folder.is_dir():
-            if not any(f.is_file() and f.name != "args.yaml" for f in folder.rglob("*")):
-                shutil.rmtree(folder, ignore_errors=True)
+        if not existed:
+            remove_if_empty(folder)
         raise
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Delete a run folder that holds no file other than ``args.yaml``; returns whether it was deleted."""
+    if folder.is_dir() and not any(f.is_file() and f.name != "args.yaml" for f in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    return False
