@@ -367,6 +367,31 @@ def check_model_dict(d: dict, where: str) -> None:
             raise ModelYAMLError(f"{where}: {key}: {d[key]!r} must be a positive number (yolov5s: depth_multiple "
                                  f"0.33, width_multiple 0.50)")
     check_anchors(d["anchors"], f"{where}: anchors")
+    for key in ("backbone", "head"):
+        if not isinstance(d[key], list):
+            raise ModelYAMLError(f"{where}: {key} must be a list of [from, number, module, args] rows")
+    check_layers(d, where)
+
+
+def check_layers(d: dict, where_file: str) -> None:
+    """Before any layer is built: each ``Detect`` row against the anchors, each channel block's arguments.
+
+    Rows malformed in themselves (shape, module name, 'from') are left to parse_model, which names their problem.
+    """
+    names = {"nc": d["nc"], "anchors": d["anchors"]}
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[2], str)):
+            continue
+        f, _, m_name, args = row
+        m, froms = MODULES.get(m_name), [f] if isinstance(f, int) else f
+        if m is None or not isinstance(froms, (list, tuple)):
+            continue
+        args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
+        where = f"{where_file}: layer {i} {row!r}"
+        if m is Detect:
+            check_detect_args(args, froms, d["nc"], where)
+        elif m in CHANNEL_BLOCKS.values():
+            check_block_args(m, args, froms, where)
 
 
 def check_anchors(anchors, where: str) -> None:
@@ -454,7 +479,6 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
 
         try:
             if m in CHANNEL_BLOCKS.values():
-                check_block_args(m, args, froms, where)
                 c1, c2 = ch[f], args[0]
                 if c2 != no:
                     c2 = make_divisible(c2 * gw, 8)
@@ -467,7 +491,6 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
             elif m is Concat:
                 c2 = sum(ch[x] for x in froms)
             elif m is Detect:
-                check_detect_args(args, froms, nc, where)
                 args.append([ch[x] for x in froms])
                 if isinstance(args[1], int):  # anchor count only: placeholders until AutoAnchor
                     args[1] = [list(range(args[1] * 2))] * len(froms)
