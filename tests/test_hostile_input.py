@@ -132,7 +132,7 @@ def test_malicious_checkpoint_runs_nothing_on_cli_paths(fmt, entry, model, shape
     evil = write_evil(fmt, tmp_path / f"evil-{fmt}.pt", model, marker)
     _no_training_or_export(monkeypatch)
     if fmt == "plain":  # not a torch.save file: refused with what it is
-        assert "a Python pickle" in cli_error(lambda a: ENTRY_POINTS[entry](evil, shapes, tmp_path / "runs"), [],
+        assert "a plain Python pickle" in cli_error(lambda a: ENTRY_POINTS[entry](evil, shapes, tmp_path / "runs"), [],
                                               capsys)
     else:  # a usable model: the command works, the payloads stay inert records
         ENTRY_POINTS[entry](evil, shapes, tmp_path / "runs")
@@ -149,7 +149,7 @@ def test_malicious_checkpoint_runs_nothing_in_engine_loaders(fmt, model, tmp_pat
     marker = tmp_path / "pwned"
     evil = write_evil(fmt, tmp_path / f"evil-{fmt}.pt", model, marker)
     if fmt == "plain":
-        with pytest.raises(CheckpointError, match="a Python pickle"):
+        with pytest.raises(CheckpointError, match="a plain Python pickle"):
             load_checkpoint(evil)
         with pytest.raises(CheckpointError):
             AutoBackend(str(evil), verbose=False)
@@ -198,7 +198,7 @@ def test_malicious_checkpoint_runs_nothing_on_resume(fmt, how, model, shapes, tm
             YOLOv5Trainer(overrides=engine_args).train()
     else:
         err = cli_error(train.main, argv[how], capsys)
-        assert str(last) in err and ("a Python pickle" in err or "without this project's training state" in err)
+        assert str(last) in err and ("a plain Python pickle" in err or "without this project's training state" in err)
     assert not marker.exists()
 
 

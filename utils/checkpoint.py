@@ -227,7 +227,7 @@ safe_pickle = types.SimpleNamespace(
 # Leading bytes of file kinds users pass by mistake, to say what such a file is
 _MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
           (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"),
-          (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a Python pickle that is not a torch.save() checkpoint"))
+          (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a plain Python pickle"))
 
 
 def _is_torchscript(p: Path) -> bool:
@@ -284,7 +284,7 @@ def _raw_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
             IndexError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
         what = describe_file(p)
-        if what.startswith(("a Python pickle", "a torch.save", f"{p.stat().st_size} bytes")):  # say what failed
+        if what.startswith(("a plain Python pickle", "a torch.save", f"{p.stat().st_size} bytes")):  # say what failed
             what += f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         raise CheckpointError(f"{p}: {what}, not a PyTorch checkpoint; {CHECKPOINT_HELP}") from None
 
