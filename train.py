@@ -132,11 +132,14 @@ def resume_overrides(opt: argparse.Namespace) -> dict:
     return overrides
 
 
-def run(argv: list[str] | None = None, **kwargs):
-    """Train; returns the trainer. Keyword arguments override parsed flags (``run(epochs=3, data=...)``)."""
-    opt = parse_opt(argv or [])
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
+def run(**options):
+    """Train; returns the trainer. ``options`` are the flags' names (``run(data="coco.yaml", epochs=3)``), the others
+    default as on the command line."""
+    opt = parse_opt([])
+    unknown = sorted(set(options) - set(vars(opt)))
+    if unknown:
+        raise TypeError(f"run() got unknown option(s): {', '.join(unknown)}")
+    vars(opt).update(options)
     check_options(opt)
     from models.yolo import resolve_cfg
     from utils.allocator import keep_freed_memory_on_cpu
@@ -165,10 +168,12 @@ def run(argv: list[str] | None = None, **kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and train; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     from utils.cli import user_errors
 
+    opt = parse_opt(argv)
     with user_errors():
-        run(sys.argv[1:] if argv is None else argv)
+        run(**vars(opt))
     return 0
 
 

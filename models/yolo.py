@@ -518,7 +518,30 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     return nn.Sequential(*layers), sorted(set(save))
 
 
-def main(argv: list[str] | None = None) -> Model:
+def run(cfg: str | Path | dict = "yolov5s.yaml", batch_size: int = 1, imgsz: int = 640, device: str = "cpu",
+        profile: bool = False, test: bool = False) -> Model:
+    """Build ``cfg`` (printing its layer table and summary); ``profile`` times each layer on a ``batch_size`` x
+    ``imgsz`` input, ``test`` also builds every ``models/yolo*.yaml``. Returns the model."""
+    from ultralytics.utils.torch_utils import select_device
+
+    from utils.cli import check_image_size, check_number
+
+    check_number("--batch-size", batch_size, 1)
+    check_image_size("--imgsz", imgsz, max_values=1)
+    dev = select_device(device, verbose=False)
+    model = Model(cfg).to(dev)
+    if profile:
+        im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev)
+        model.eval()
+        with torch.no_grad():
+            model.predict(im, profile=True)
+    if test:
+        for f in sorted((ROOT / "models").glob("yolo*.yaml")):
+            Model(f, verbose=False).info()
+    return model
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Build a model YAML and print its layer table and summary")
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size for --profile")
@@ -526,33 +549,18 @@ def main(argv: list[str] | None = None) -> Model:
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
     parser.add_argument("--profile", action="store_true", help="time each layer")
     parser.add_argument("--test", action="store_true", help="build every models/yolo*.yaml")
-    opt = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and build; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     from utils.cli import user_errors
 
+    opt = parse_opt(argv)
     with user_errors():
-        return build_and_profile(opt)
-
-
-def build_and_profile(opt: argparse.Namespace) -> Model:
-    """The work of ``python models/yolo.py``: checks the numbers, builds ``--cfg``, profiles or builds every YAML."""
-    from ultralytics.utils.torch_utils import select_device
-
-    from utils.cli import check_image_size, check_number
-
-    check_number("--batch-size", opt.batch_size, 1)
-    check_image_size("--imgsz", opt.imgsz, max_values=1)
-    device = select_device(opt.device, verbose=False)
-    model = Model(opt.cfg).to(device)
-    if opt.profile:
-        im = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, device=device)
-        model.eval()
-        with torch.no_grad():
-            model.predict(im, profile=True)
-    if opt.test:
-        for cfg in sorted((ROOT / "models").glob("yolo*.yaml")):
-            Model(cfg, verbose=False).info()
-    return model
+        run(**vars(opt))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -186,13 +186,14 @@ def test_malicious_checkpoint_runs_nothing_on_resume(fmt, how, model, shapes, tm
     resume_training = YOLOv5Trainer.resume_training
     monkeypatch.setattr(YOLOv5Trainer, "resume_training", stop_after_loading)
     argv = {"--resume path": ["--resume", str(last)], "--resume": ["--resume", "--project", str(tmp_path / "runs")]}
+    options = {"--resume path": {"resume": str(last)}, "--resume": {"resume": True, "project": str(tmp_path / "runs")}}
     engine_args = {"resume": str(last), "model": str(last), "data": str(shapes)}
     if fmt in ("zip", "legacy"):
         with pytest.raises(Stop):
             if how == "engine":
                 YOLOv5Trainer(overrides=engine_args).train()
             else:
-                train.run(argv[how])
+                train.run(**options[how])
     elif how == "engine":  # refused (plain) or found not resumable (official) by the engine itself
         with pytest.raises((CheckpointError, FileNotFoundError, AssertionError)):
             YOLOv5Trainer(overrides=engine_args).train()
@@ -222,7 +223,7 @@ def test_torchscript_archive_is_not_loaded_as_checkpoint(model, tmp_path):
     f = tmp_path / "model.pt"
     torch.jit.script(torch.nn.Conv2d(3, 3, 1)).save(str(f))
     with pytest.raises(CheckpointError, match="a TorchScript archive"):
-        train.run(["--resume", str(f)])
+        train.run(resume=str(f))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ def test_resume_warns_about_no_flag_the_user_did_not_pass(model, shapes, tmp_pat
     LOGGER.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.WARNING, logger=LOGGER.name):
-            trainer = train.run(["--resume", str(last)])
+            trainer = train.run(resume=str(last))
     finally:
         LOGGER.removeHandler(caplog.handler)
     assert "Resume ignores" not in caplog.text
