@@ -24,7 +24,7 @@ Results go to runs/detect/exp, exp2, ...: annotated images and videos, labels/*.
 from __future__ import annotations
 
 import argparse
-import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +100,26 @@ def open_source(source: str, vid_stride: int = 1):
         detail = str(e).split("... ", 1)[-1]  # drop the loader's "1/1: <source>... " prefix
         raise ValueError(f"--source {source}: {detail} (check that the camera is connected or that the stream URL "
                          f"is reachable)") from None
+    except FileNotFoundError as e:
+        if Path(source).suffix.lower() in {".txt", ".csv"}:  # a path listed in the file: name the list too
+            raise FileNotFoundError(f"--source {source}: listed path {e} (a {Path(source).suffix} source holds one "
+                                    f"image or video path per line, absolute or relative to the list)") from None
+        raise
+
+
+def check_options(imgsz: list[int] | tuple[int, ...], conf_thres: float, iou_thres: float, max_det: int,
+                  vid_stride: int, line_thickness: int, classes: list[int] | None) -> None:
+    """Numbers out of range fail here, before anything is loaded or written."""
+    from utils.cli import check_image_size, check_number
+
+    check_image_size("--imgsz", imgsz)
+    check_number("--conf-thres", conf_thres, 0, 1)
+    check_number("--iou-thres", iou_thres, 0, 1)
+    check_number("--max-det", max_det, 1)
+    check_number("--vid-stride", vid_stride, 1)
+    check_number("--line-thickness", line_thickness, 1)
+    for c in classes or ():
+        check_number("--classes", c, 0)
 
 
 def preprocess(images: list[np.ndarray], imgsz: list[int], stride: int, auto: bool, device: torch.device,
@@ -163,6 +183,129 @@ def load_detector(weights: str, device: torch.device, half: bool, verbose: bool 
     return load_backend(weights, device=device, half=half, fuse=True, verbose=verbose)
 
 
+def inference_size(backend, weights: str, imgsz: list[int] | tuple[int, ...], dynamic: bool) -> list[int]:
+    """``--imgsz`` as (h, w), or the size a fixed-shape export was made for; rounded up to the stride with a warning."""
+    from ultralytics.utils.checks import check_imgsz
+
+    imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
+    export_hw = getattr(backend, "imgsz", None)
+    if backend.format != "pt" and not dynamic and export_hw and list(export_hw) != imgsz:
+        log(f"WARNING ⚠️ {weights} was exported for --imgsz {list(export_hw)}; using that instead of {imgsz}")
+        imgsz = list(export_hw)
+    return check_imgsz(imgsz, stride=int(backend.stride), min_dim=2)
+
+
+def attach_recorders(model: torch.nn.Module | None, attention: bool, visualize: bool) -> tuple:
+    """Forward hooks keeping attention gates (``--attention``, ``--visualize``) and layer outputs (``--visualize``).
+
+    ``model`` is None for exported weights, which have no PyTorch modules to hook. Returns ``(attention, features)``
+    recorders, each None when not asked for.
+    """
+    from utils.visualize import AttentionRecorder, FeatureRecorder
+
+    if not (attention or visualize):
+        return None, None
+    if model is None:
+        log("WARNING ⚠️ --attention/--visualize need .pt weights (forward hooks on the PyTorch model); skipped")
+        return None, None
+    att_rec, feat_rec = AttentionRecorder(model), FeatureRecorder(model) if visualize else None
+    if attention and not att_rec.handles:
+        log("WARNING ⚠️ --attention: this model has no attention modules; no heat maps will be written")
+    return att_rec, feat_rec
+
+
+def frame_names(dataset, webcam: bool, i: int, path: Path, info: str) -> tuple[str, str]:
+    """Log prefix and output file stem of item ``i`` of a batch (video frames get ``_<frame>`` after the stem)."""
+    video = getattr(dataset, "mode", "image") != "image"
+    frame = dataset.count if webcam else getattr(dataset, "frame", 0)
+    return (f"{i}: " if webcam else info), (f"{path.stem}_{frame}" if video else path.stem)
+
+
+def video_fps(dataset, i: int) -> float | None:
+    """Frame rate of the video or stream item ``i`` comes from, None for an image."""
+    if getattr(dataset, "mode", "image") == "image":
+        return None
+    fps = getattr(dataset, "fps", 30)
+    return fps[i] if isinstance(fps, list) else fps  # streams keep one rate per source
+
+
+class Outputs:
+    """What detect.py writes and shows for each image: labels, crops, attention and feature maps, the annotated image
+    or video frame, a window; it counts what it wrote for the closing summary."""
+
+    def __init__(self, save_dir: Path, names: dict[int, str], save_img: bool, view_img: bool, save_txt: bool,
+                 save_conf: bool, save_crop: bool, line_thickness: int, hide_labels: bool, hide_conf: bool):
+        self.save_dir, self.names = save_dir, names
+        self.save_img, self.view_img, self.save_txt, self.save_conf, self.save_crop = (save_img, view_img, save_txt,
+                                                                                       save_conf, save_crop)
+        self.line_thickness, self.hide_labels, self.hide_conf = line_thickness, hide_labels, hide_conf
+        self.sink, self.windows, self.crops, self.attention_maps = VideoSink(), [], 0, 0
+
+    def add(self, i: int, p: Path, stem: str, original: np.ndarray, det: torch.Tensor, input_hw: tuple[int, int],
+            att_rec, feat_rec, fps: float | None) -> None:
+        """Outputs of batch item ``i`` read from ``p``; ``det`` in ``original``'s pixels; ``fps`` None for images."""
+        from ultralytics.utils.plotting import Annotator, colors, save_one_box
+
+        from utils.visualize import save_attention_maps, save_feature_maps
+
+        im0 = original.copy()
+        if self.save_txt and len(det):
+            write_labels(self.save_dir / "labels" / f"{stem}.txt", det, im0.shape, self.save_conf)
+        imc = im0.copy() if self.save_crop else im0
+        annotator = Annotator(im0, line_width=self.line_thickness, example=str(self.names))
+        for *xyxy, conf, cls in reversed(det.tolist()):
+            c = int(cls)
+            if self.save_img or self.view_img:
+                name = self.names[c]
+                label = None if self.hide_labels else (name if self.hide_conf else f"{name} {conf:.2f}")
+                annotator.box_label(xyxy, label or "", color=colors(c, True))
+            if self.save_crop:
+                save_one_box(torch.tensor(xyxy), imc, file=self.save_dir / "crops" / self.names[c] / f"{p.stem}.jpg",
+                             BGR=True)
+                self.crops += 1
+        if att_rec is not None and att_rec.records:
+            self.attention_maps += len(save_attention_maps(att_rec.records, i, input_hw, original,
+                                                           self.save_dir / "attention", stem))
+        if feat_rec is not None and feat_rec.records:
+            save_feature_maps(feat_rec.records, i, self.save_dir / "features" / stem)
+        im0 = annotator.result()
+        if self.view_img:
+            self.show(str(p), im0)
+        if self.save_img:
+            if fps is None:
+                cv2.imwrite(str(self.save_dir / p.name), im0)
+            else:
+                self.sink.write(i, self.save_dir / p.name, im0, fps)
+
+    def show(self, window: str, im: np.ndarray) -> None:
+        if window not in self.windows:
+            self.windows.append(window)
+            cv2.namedWindow(window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            cv2.resizeWindow(window, im.shape[1], im.shape[0])
+        cv2.imshow(window, im)
+        cv2.waitKey(1)
+
+    def close(self) -> None:
+        self.sink.close()
+        if self.windows:
+            cv2.destroyAllWindows()
+
+    def summary(self, feature_maps: bool) -> str | None:
+        """``Results saved to <dir>`` and what lies there, or None when nothing was saved."""
+        d, extra = self.save_dir, ""
+        if self.save_txt:
+            extra += f"\n{len(list((d / 'labels').glob('*.txt')))} labels saved to {d / 'labels'}"
+        if self.crops:
+            extra += f"\n{self.crops} crops saved to {d / 'crops'}"
+        if self.attention_maps:
+            extra += f"\n{self.attention_maps} attention maps saved to {d / 'attention'}"
+        if feature_maps:
+            extra += f"\nfeature maps saved to {d / 'features'}"
+        if self.save_txt or self.save_img or self.crops or self.attention_maps:
+            return f"Results saved to {d}{extra}"
+        return None
+
+
 @torch.no_grad()
 def run(
     weights: str = "yolov5s.pt",
@@ -192,55 +335,40 @@ def run(
     vid_stride: int = 1,
 ) -> Path:
     """Detect objects in ``source`` and save the results; returns the run directory (``runs/detect/exp*``)."""
-    from ultralytics.utils.checks import check_imgsz, check_imshow
+    from ultralytics.utils.checks import check_imshow
     from ultralytics.utils.files import increment_path
     from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import scale_boxes
-    from ultralytics.utils.plotting import Annotator, colors, save_one_box
     from ultralytics.utils.torch_utils import select_device
 
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.cli import remove_if_empty
     from utils.engine import all_cores
-    from utils.visualize import AttentionRecorder, FeatureRecorder, save_attention_maps, save_feature_maps
 
+    check_options(imgsz, conf_thres, iou_thres, max_det, vid_stride, line_thickness, classes)
     source = str(source)
     check_source(source)
     webcam = is_stream(source)
-    save_img = not nosave
     # Model
     with all_cores():
         dev = select_device(device, verbose=False)
     keep_freed_memory_on_cpu(dev.type)
     backend = load_detector(weights, dev, half)
-    stride, names = int(backend.stride), backend.names
-    pt = backend.format == "pt"
-    imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
-    export_hw = getattr(backend, "imgsz", None)
+    stride, names, pt = int(backend.stride), backend.names, backend.format == "pt"
     dynamic = bool(backend.metadata.get("dynamic")) if not pt else True
-    if not pt and not dynamic and export_hw and list(export_hw) != imgsz:
-        log(f"WARNING ⚠️ {weights} was exported for --imgsz {list(export_hw)}; using that instead of {imgsz}")
-        imgsz = list(export_hw)
-    imgsz = check_imgsz(imgsz, stride=stride, min_dim=2)
+    imgsz = inference_size(backend, weights, imgsz, dynamic)
     fp16 = bool(getattr(backend, "fp16", False))
-    model = backend.model if pt else None
-    want_attention = attention or visualize
-    att_rec = feat_rec = None
-    if (want_attention or visualize) and not pt:
-        log("WARNING ⚠️ --attention/--visualize need .pt weights (forward hooks on the PyTorch model); skipped")
-    elif pt:
-        att_rec = AttentionRecorder(model) if want_attention else None
-        feat_rec = FeatureRecorder(model) if visualize else None
-        if attention and att_rec is not None and not att_rec.handles:
-            log("WARNING ⚠️ --attention: this model has no attention modules; no heat maps will be written")
+    att_rec, feat_rec = attach_recorders(backend.model if pt else None, attention, visualize)
     view_img = view_img and check_imshow(warn=True)
 
     # Data
     dataset = open_source(source, vid_stride=vid_stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, sep="")
+    existed = save_dir.exists()
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    sink = VideoSink()
-    seen, windows, dt = 0, [], (Timer(dev), Timer(dev), Timer(dev))
-    crops_written, attention_files = 0, 0
+    outputs = Outputs(save_dir, names, not nosave, view_img, save_txt, save_conf, save_crop, line_thickness,
+                      hide_labels, hide_conf)
+    seen, dt = 0, (Timer(dev), Timer(dev), Timer(dev))
     try:
         for paths, im0s, infos in dataset:
             with dt[0]:
@@ -256,76 +384,35 @@ def run(
 
             for i, det in enumerate(preds):
                 seen += 1
-                p, im0 = Path(paths[i]), im0s[i].copy()
-                mode = getattr(dataset, "mode", "image")
-                frame = dataset.count if webcam else getattr(dataset, "frame", 0)
-                s = f"{i}: " if webcam else infos[i]
-                stem = p.stem if mode == "image" else f"{p.stem}_{frame}"
+                p = Path(paths[i])
+                s, stem = frame_names(dataset, webcam, i, p, infos[i])
                 s += "%gx%g " % tuple(im.shape[2:])
-                det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape).round()
+                det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0s[i].shape).round()
                 if len(det):
                     s += class_counts(det, names)
-                if save_txt and len(det):
-                    write_labels(save_dir / "labels" / f"{stem}.txt", det, im0.shape, save_conf)
-                imc = im0.copy() if save_crop else im0
-                annotator = Annotator(im0, line_width=line_thickness, example=str(names))
-                for *xyxy, conf, cls in reversed(det.tolist()):
-                    c = int(cls)
-                    if save_img or view_img:
-                        label = None if hide_labels else (names[c] if hide_conf else f"{names[c]} {conf:.2f}")
-                        annotator.box_label(xyxy, label or "", color=colors(c, True))
-                    if save_crop:
-                        save_one_box(torch.tensor(xyxy), imc, file=save_dir / "crops" / names[c] / f"{p.stem}.jpg",
-                                     BGR=True)
-                        crops_written += 1
-                if att_rec is not None and att_rec.records:
-                    attention_files += len(save_attention_maps(att_rec.records, i, tuple(im.shape[2:]), im0s[i],
-                                                               save_dir / "attention", stem))
-                if feat_rec is not None and feat_rec.records:
-                    save_feature_maps(feat_rec.records, i, save_dir / "features" / stem)
-                im0 = annotator.result()
-                if view_img:
-                    if str(p) not in windows:
-                        windows.append(str(p))
-                        cv2.namedWindow(str(p), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
-                        cv2.resizeWindow(str(p), im0.shape[1], im0.shape[0])
-                    cv2.imshow(str(p), im0)
-                    cv2.waitKey(1)
-                if save_img:
-                    if mode == "image":
-                        cv2.imwrite(str(save_dir / p.name), im0)
-                    else:
-                        fps = getattr(dataset, "fps", 30)
-                        fps = fps[i] if isinstance(fps, list) else fps  # streams keep one rate per source
-                        sink.write(i, save_dir / p.name, im0, fps)
+                outputs.add(i, p, stem, im0s[i], det, tuple(im.shape[2:]), att_rec, feat_rec, video_fps(dataset, i))
                 log(f"{s}{'' if len(det) else '(no detections), '}{dt[1].dt * 1e3:.1f}ms")
+    except BaseException:
+        if not existed:
+            remove_if_empty(save_dir)  # leave no empty run folder behind
+        raise
     finally:
-        sink.close()
+        outputs.close()
         for rec in (att_rec, feat_rec):
             if rec is not None:
                 rec.remove()
         if hasattr(dataset, "close"):
             dataset.close()
-        if windows:
-            cv2.destroyAllWindows()
 
     if seen == 0:
-        if not any(f.is_file() for f in save_dir.rglob("*")):
-            shutil.rmtree(save_dir, ignore_errors=True)  # leave no empty run folder behind
+        if not existed:
+            remove_if_empty(save_dir)
         raise ValueError(f"--source {source}: no image or video frame could be read (unreadable or empty files)")
     t = tuple(x.t / seen * 1e3 for x in dt)
     log(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % t)
-    extra = ""
-    if save_txt:
-        extra += f"\n{len(list((save_dir / 'labels').glob('*.txt')))} labels saved to {save_dir / 'labels'}"
-    if crops_written:
-        extra += f"\n{crops_written} crops saved to {save_dir / 'crops'}"
-    if attention_files:
-        extra += f"\n{attention_files} attention maps saved to {save_dir / 'attention'}"
-    if feat_rec is not None:
-        extra += f"\nfeature maps saved to {save_dir / 'features'}"
-    if save_txt or save_img or crops_written or attention_files:
-        log(f"Results saved to {save_dir}{extra}")
+    summary = outputs.summary(feature_maps=feat_rec is not None)
+    if summary:
+        log(summary)
     return save_dir
 
 
@@ -361,17 +448,19 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and detect; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     from utils.cli import user_errors
 
     opt = parse_opt(argv)
     log("detect: " + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
     with user_errors():
         try:
-            return run(**vars(opt))
+            run(**vars(opt))
         except ConnectionError as e:  # stream/webcam failures: a clear message, not a stack trace
             raise ValueError(f"--source {opt.source}: {e}") from None
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,11 +19,12 @@ checked against PyTorch right after export (max abs diff printed).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from utils import offline
-from utils.exporters import ExportError, export_model, log, parse_include
+from utils.exporters import ExportError, check_options, export_model, log, parse_include
 
 offline.configure()
 
@@ -39,6 +40,7 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
 
     t = time.perf_counter()
     parse_include(include)  # fail on a typo before loading anything
+    check_options(imgsz, batch_size, opset, calib_images)
     weights = Path(weights)
     if weights.suffix != ".pt":
         raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")
@@ -73,15 +75,17 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and export; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     from utils.cli import user_errors
 
     opt = parse_opt(argv)
     with user_errors():
-        return run(weights=opt.weights, include=opt.include, imgsz=opt.imgsz, batch_size=opt.batch_size,
-                   device=opt.device, half=opt.half, int8=opt.int8, dynamic=opt.dynamic, simplify=opt.simplify,
-                   opset=opt.opset, check=not opt.no_check, data=opt.data, calib_images=opt.calib_images)
+        run(weights=opt.weights, include=opt.include, imgsz=opt.imgsz, batch_size=opt.batch_size, device=opt.device,
+            half=opt.half, int8=opt.int8, dynamic=opt.dynamic, simplify=opt.simplify, opset=opt.opset,
+            check=not opt.no_check, data=opt.data, calib_images=opt.calib_images)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -102,22 +102,53 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
     }
 
 
-def run(argv: list[str] | None = None, **kwargs):
-    """Train; returns the trainer. Keyword arguments override parsed flags (``run(epochs=3, data=...)``)."""
-    opt = parse_opt(argv or [])
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
+def check_options(opt: argparse.Namespace) -> None:
+    """Numbers out of range fail here, before anything is loaded or written."""
+    from utils.cli import check_image_size, check_number
+
+    check_image_size("--imgsz", opt.imgsz, max_values=1)
+    check_number("--epochs", opt.epochs, 1)
+    check_number("--batch-size", opt.batch_size, 1, also={-1: "autobatch"})
+    check_number("--workers", opt.workers, 0)
+    check_number("--patience", opt.patience, 0)
+    check_number("--label-smoothing", opt.label_smoothing, 0, 1)
+    for layers in opt.freeze:
+        check_number("--freeze", layers, 0)
+
+
+def resume_overrides(opt: argparse.Namespace) -> dict:
+    """Engine arguments that continue an interrupted run, once its checkpoint (loaded safely) proves resumable."""
+    from utils.checkpoint import check_resumable
+    from utils.engine import latest_run
+
+    last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume: checkpoint {last} not found")
+    check_resumable(last)
+    overrides = {"resume": str(last), "model": str(last)}
+    if last.parent.name == "weights":  # continue in the run's folder, wherever it is now
+        overrides["save_dir"] = str(last.parent.parent.resolve())
+    return overrides
+
+
+def run(**options):
+    """Train; returns the trainer. ``options`` are the flags' names (``run(data="coco.yaml", epochs=3)``), the others
+    default as on the command line."""
+    opt = parse_opt([])
+    unknown = sorted(set(options) - set(vars(opt)))
+    if unknown:
+        raise TypeError(f"run() got unknown option(s): {', '.join(unknown)}")
+    vars(opt).update(options)
+    check_options(opt)
     from models.yolo import resolve_cfg
     from utils.allocator import keep_freed_memory_on_cpu
-    from utils.engine import YOLOv5Trainer, all_cores, cfg_of_weights, latest_run, load_hyp
+    from utils.cli import no_empty_run_dir
+    from utils.engine import YOLOv5Trainer, all_cores, cfg_of_weights, load_hyp
 
     keep_freed_memory_on_cpu(opt.device)
 
     if opt.resume:
-        last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: checkpoint {last} not found")
-        setup = {"overrides": {"resume": str(last), "model": str(last)}, "hyp": load_hyp(hyp_path(opt))}
+        setup = {"overrides": resume_overrides(opt), "hyp": load_hyp(hyp_path(opt))}
     else:
         hyp = load_hyp(hyp_path(opt))
         hyp["label_smoothing"] = opt.label_smoothing
@@ -129,7 +160,7 @@ def run(argv: list[str] | None = None, **kwargs):
             cfg = str(resolve_cfg(DEMO["cfg"]))
         setup = {"overrides": engine_overrides(opt, cfg), "hyp": hyp, "weights": opt.weights or None,
                  "autoanchor": not opt.noautoanchor, "sync_bn": opt.sync_bn}
-    with all_cores():
+    with all_cores(), no_empty_run_dir(setup["overrides"].get("save_dir")):
         trainer = YOLOv5Trainer(**setup)
         trainer.train()
     return trainer
@@ -152,17 +183,18 @@ def launch_ddp(argv: list[str], nproc: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and train; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     import os
 
     from utils.cli import user_errors
     from utils.engine import device_count
 
     argv = sys.argv[1:] if argv is None else argv
+    opt = parse_opt(argv)
     with user_errors():
-        opt = parse_opt(argv)
         if device_count(opt.device) > 1 and "LOCAL_RANK" not in os.environ:
             return launch_ddp(argv, device_count(opt.device))
-        run(argv)
+        run(**vars(opt))
     return 0
 
 

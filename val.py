@@ -51,9 +51,10 @@ def run(**options) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and validate; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     from utils.cli import user_errors
 
-    opt = parse_opt(sys.argv[1:] if argv is None else argv)
+    opt = parse_opt(argv)
     with user_errors():
         run(data=opt.data, weights=opt.weights, batch_size=opt.batch_size, imgsz=opt.imgsz, conf_thres=opt.conf_thres,
             iou_thres=opt.iou_thres, max_det=opt.max_det, task=opt.task, device=opt.device, workers=opt.workers,

@@ -141,13 +141,27 @@ class Model(BaseModel):
             LOGGER.info("")
 
     def _probe_strides(self, ch: int, s: int = 256) -> torch.Tensor:
-        """Run a blank image once (eval mode, so BatchNorm statistics stay untouched) and read the strides."""
+        """Run a blank image once (eval mode, so BatchNorm statistics stay untouched) and read the strides.
+
+        A layer whose inputs do not fit (a ``Concat`` of maps of different sizes...) is named with its YAML file.
+        """
         training = self.training
         self.eval()
+        x, y = torch.zeros(1, ch, s, s), []
         with torch.no_grad():
-            _, raw = self._predict_once(torch.zeros(1, ch, s, s))
+            for m in self.model:
+                if m.f != -1:
+                    x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+                try:
+                    x = m(x)
+                except RuntimeError as e:
+                    shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
+                    raise ModelYAMLError(f"{self.yaml_file or 'model YAML'}: layer {m.i} ({m.type}, from {m.f}) cannot "
+                                         f"take inputs of shape {shapes} on a {s}x{s} image: "
+                                         f"{str(e).splitlines()[0].rstrip('.')}; check its 'from' indices") from None
+                y.append(x if m.i in self.save else None)
         self.train(training)
-        return torch.tensor([s / r.shape[-3] for r in raw])
+        return torch.tensor([s / r.shape[-3] for r in x[1]])
 
     def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
         """Objectness prior of ~8 objects per 640 image, class prior 0.6/nc (YOLOv5's initialisation)."""
@@ -288,11 +302,15 @@ def load_model_yaml(path: str | Path) -> dict:
         raise ModelYAMLError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(d, dict):
         raise ModelYAMLError(f"{path}: expected a mapping with keys {', '.join(REQUIRED_KEYS)}")
+    check_required_keys(d, str(path))
+    return d
+
+
+def check_required_keys(d: dict, where: str) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
-        raise ModelYAMLError(f"{path}: missing key(s) {', '.join(missing)}; a YOLOv5 model YAML needs "
+        raise ModelYAMLError(f"{where}: missing key(s) {', '.join(missing)}; a YOLOv5 model YAML needs "
                              f"{', '.join(REQUIRED_KEYS)}")
-    return d
 
 
 def _resolve_module(name, where: str) -> type[nn.Module]:
@@ -326,9 +344,114 @@ def _attention_args(m: type[nn.Module], args: list, c1: int, gw: float) -> list:
     return [c1, *args]
 
 
+# ----- consistency checks: a YAML that does not describe one consistent model fails before anything is built -----
+
+ANCHORS_EXAMPLE = "[[10,13, 16,30, 33,23], [30,61, 62,45, 59,119], [116,90, 156,198, 373,326]]"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_model_dict(d: dict, where: str) -> None:
+    """The top-level keys parse_model relies on: required keys, ``nc``, ``ch``, the two multipliers, ``anchors``."""
+    check_required_keys(d, where)
+    for key, what in (("nc", "the number of classes"), ("ch", "input channels, 3 for RGB")):
+        if key in d and (not _is_int(d[key]) or d[key] < 1):
+            raise ModelYAMLError(f"{where}: {key}: {d[key]!r} must be a positive integer ({what})")
+    for key in ("depth_multiple", "width_multiple"):
+        if not _is_number(d[key]) or d[key] <= 0:
+            raise ModelYAMLError(f"{where}: {key}: {d[key]!r} must be a positive number (yolov5s: depth_multiple "
+                                 f"0.33, width_multiple 0.50)")
+    check_anchors(d["anchors"], f"{where}: anchors")
+    for key in ("backbone", "head"):
+        if not isinstance(d[key], list):
+            raise ModelYAMLError(f"{where}: {key} must be a list of [from, number, module, args] rows")
+    check_layers(d, where)
+
+
+def check_layers(d: dict, where_file: str) -> None:
+    """Before any layer is built: each ``Detect`` row against the anchors, each channel block's arguments.
+
+    Rows malformed in themselves (shape, module name, 'from') are left to parse_model, which names their problem.
+    """
+    names = {"nc": d["nc"], "anchors": d["anchors"]}
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[2], str)):
+            continue
+        f, _, m_name, args = row
+        m, froms = MODULES.get(m_name), [f] if isinstance(f, int) else f
+        if m is None or not isinstance(froms, (list, tuple)):
+            continue
+        args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
+        where = f"{where_file}: layer {i} {row!r}"
+        if m is Detect:
+            check_detect_args(args, froms, d["nc"], where)
+        elif m in CHANNEL_BLOCKS.values():
+            check_block_args(m, args, froms, where)
+
+
+def check_anchors(anchors, where: str) -> None:
+    """A positive anchor count per level, or rows of positive w,h pixel pairs, every row as long as the first."""
+    if _is_int(anchors):
+        if anchors < 1:
+            raise ModelYAMLError(f"{where}: {anchors} must be a positive number of anchors per level (or one row of "
+                                 f"w,h pairs per level, e.g. {ANCHORS_EXAMPLE})")
+        return
+    if not (isinstance(anchors, (list, tuple)) and anchors and all(isinstance(r, (list, tuple)) for r in anchors)):
+        raise ModelYAMLError(f"{where}: expected one row of w,h pixel pairs per detection level, e.g. "
+                             f"{ANCHORS_EXAMPLE}, or an anchor count; got {anchors!r}")
+    for j, row in enumerate(anchors, 1):
+        if not row or len(row) % 2:
+            raise ModelYAMLError(f"{where}: row {j} has {len(row)} values; each anchor is a w,h pair, so a row needs "
+                                 f"an even number of values")
+        if len(row) != len(anchors[0]):
+            raise ModelYAMLError(f"{where}: row {j} has {len(row)} values ({len(row) // 2} anchors) but row 1 has "
+                                 f"{len(anchors[0])} ({len(anchors[0]) // 2}); every level needs the same number of "
+                                 f"anchors")
+        bad = [v for v in row if not _is_number(v) or v <= 0]
+        if bad:
+            raise ModelYAMLError(f"{where}: row {j}: {bad[0]!r} is not a positive width or height in pixels")
+
+
+def check_detect_args(args: list, froms: list[int], nc: int, where: str) -> None:
+    """``Detect`` gets ``[nc, anchors]`` with one anchor row per input layer."""
+    if len(args) != 2 or args[0] != nc:
+        raise ModelYAMLError(f"{where}: Detect takes [nc, anchors] (nc = {nc}), got {args!r}")
+    check_anchors(args[1], f"{where}: anchors")
+    if isinstance(args[1], (list, tuple)) and len(args[1]) != len(froms):
+        raise ModelYAMLError(f"{where}: Detect takes {len(froms)} input layers {list(froms)} but anchors has "
+                             f"{len(args[1])} row(s); give one anchor row per Detect input (P3, P4, P5...)")
+
+
+def check_block_args(m: type[nn.Module], args: list, froms: list[int], where: str) -> None:
+    """Blocks with channel arguments: one input, positive output channels, positive kernel/stride, odd pool kernels."""
+    if len(froms) != 1:
+        raise ModelYAMLError(f"{where}: {m.__name__} takes one input layer, got 'from' {list(froms)}; join layers "
+                             f"with a Concat first")
+    if not args or not _is_int(args[0]) or args[0] < 1:
+        raise ModelYAMLError(f"{where}: {m.__name__}'s first argument is its output channel count and must be a "
+                             f"positive integer, got {args[:1] or 'nothing'}")
+    if m in (Conv, Focus):
+        for name, v in zip(("kernel", "stride"), args[1:3]):
+            values = list(v) if isinstance(v, (list, tuple)) else [v]
+            if not values or not all(_is_int(x) and x >= 1 for x in values):
+                raise ModelYAMLError(f"{where}: {m.__name__} {name} {v!r} must be a positive integer")
+    if m in (SPP, SPPF) and len(args) > 1:
+        values = list(args[1]) if isinstance(args[1], (list, tuple)) else [args[1]]
+        if not values or not all(_is_int(x) and x >= 1 and x % 2 for x in values):
+            raise ModelYAMLError(f"{where}: {m.__name__} pooling kernel {args[1]!r}: kernels must be odd positive "
+                                 f"integers (an even kernel changes the map size)")
+
+
 def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
     """Build the layers of a YOLOv5 YAML dict; returns ``(nn.Sequential of layers, indices whose outputs are kept)``."""
     where_file = d.get("yaml_file") or "model YAML"
+    check_model_dict(d, where_file)
     nc, gd, gw = d["nc"], d["depth_multiple"], d["width_multiple"]
     anchors = d["anchors"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, (list, tuple)) else anchors
@@ -397,7 +520,30 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     return nn.Sequential(*layers), sorted(set(save))
 
 
-def main(argv: list[str] | None = None) -> Model:
+def run(cfg: str | Path | dict = "yolov5s.yaml", batch_size: int = 1, imgsz: int = 640, device: str = "cpu",
+        profile: bool = False, test: bool = False) -> Model:
+    """Build ``cfg`` (printing its layer table and summary); ``profile`` times each layer on a ``batch_size`` x
+    ``imgsz`` input, ``test`` also builds every ``models/yolo*.yaml``. Returns the model."""
+    from ultralytics.utils.torch_utils import select_device
+
+    from utils.cli import check_image_size, check_number
+
+    check_number("--batch-size", batch_size, 1)
+    check_image_size("--imgsz", imgsz, max_values=1)
+    dev = select_device(device, verbose=False)
+    model = Model(cfg).to(dev)
+    if profile:
+        im = torch.rand(batch_size, 3, imgsz, imgsz, device=dev)
+        model.eval()
+        with torch.no_grad():
+            model.predict(im, profile=True)
+    if test:
+        for f in sorted((ROOT / "models").glob("yolo*.yaml")):
+            Model(f, verbose=False).info()
+    return model
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Build a model YAML and print its layer table and summary")
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size for --profile")
@@ -405,19 +551,18 @@ def main(argv: list[str] | None = None) -> Model:
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
     parser.add_argument("--profile", action="store_true", help="time each layer")
     parser.add_argument("--test", action="store_true", help="build every models/yolo*.yaml")
-    opt = parser.parse_args(argv)
-    device = torch.device("cpu" if opt.device == "cpu" else f"cuda:{opt.device}")
-    model = Model(opt.cfg).to(device)
-    if opt.profile:
-        im = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, device=device)
-        model.eval()
-        with torch.no_grad():
-            model.predict(im, profile=True)
-    if opt.test:
-        for cfg in sorted((ROOT / "models").glob("yolo*.yaml")):
-            Model(cfg, verbose=False).info()
-    return model
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and build; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
+    from utils.cli import user_errors
+
+    opt = parse_opt(argv)
+    with user_errors():
+        run(**vars(opt))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -72,8 +72,11 @@ def _to_original(layer: nn.Module, fake: dict) -> nn.Module:
     return o
 
 
-def write_original_checkpoint(path: Path, ours: Model, version: str = "v6.0") -> None:
-    """Pickle ``ours`` the way the original YOLOv5 code would have saved it (model class paths, fp16, extras)."""
+def write_original_checkpoint(path: Path, ours: Model, version: str = "v6.0", names: list[str] | None = None,
+                              extra: dict | None = None) -> None:
+    """Pickle ``ours`` the way the original YOLOv5 code would have saved it (model class paths, fp16, extras).
+
+    ``names`` replaces the 80 default class names, ``extra`` adds or replaces checkpoint keys."""
     fake = _fake_modules("DetectionModel" if version == "v7.0" else "Model")
     layers = [_to_original(m, fake) for m in ours.model]
     if version == "v5.0":  # old heads kept a persistent anchor_grid buffer
@@ -85,11 +88,12 @@ def write_original_checkpoint(path: Path, ours: Model, version: str = "v6.0") ->
     model.yaml = {k: v for k, v in deepcopy(ours.yaml).items() if k != "yaml_file"}
     model.yaml_file = "yolov5n.yaml"
     model.model = nn.Sequential(*layers)
-    model.save, model.names, model.inplace = list(ours.save), list(NAMES), True
+    model.save, model.names, model.inplace = list(ours.save), list(names or NAMES), True
     model.stride = ours.stride.clone()
     model.hyp = {"box": 0.05}
     ckpt = {"epoch": -1, "best_fitness": np.float64(0.5), "model": model.half(), "ema": None, "updates": None,
-            "optimizer": None, "wandb_id": None, "date": "2021-10-12", "opt": fake["utils.general"].Profile()}
+            "optimizer": None, "wandb_id": None, "date": "2021-10-12", "opt": fake["utils.general"].Profile(),
+            **(extra or {})}
     saved = {k: sys.modules.get(k) for k in fake}
     try:
         sys.modules.update(fake)

@@ -63,7 +63,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Model]:
 
 def test_cli_round_trips_and_metadata(checkpoint, cli_error):
     f, _ = checkpoint
-    results = export.main(["--weights", str(f), "--include", "torchscript", "onnx", "openvino", "--imgsz", "128", "96"])
+    results = export.run(weights=f, include=["torchscript", "onnx", "openvino"], imgsz=[128, 96])
     assert set(results) == {"torchscript", "onnx", "openvino"}
     files = {k: v["file"] for k, v in results.items()}
     assert files["torchscript"] == f.with_suffix(".torchscript") and files["onnx"] == f.with_suffix(".onnx")

@@ -69,7 +69,8 @@ def test_defaults_reproduce_yolov5_not_engine(shapes, tmp_path):
 @pytest.fixture(scope="module")
 def trained(shapes, tmp_path_factory):
     project = tmp_path_factory.mktemp("runs")
-    trainer = train.run(FAST + ["--data", str(shapes), "--epochs", "25", "--project", str(project), "--name", "exp"])
+    argv = FAST + ["--data", str(shapes), "--epochs", "25", "--project", str(project), "--name", "exp"]
+    trainer = train.run(**vars(train.parse_opt(argv)))
     return trainer
 
 
@@ -128,7 +129,7 @@ def test_resume_continues_interrupted_run(shapes, tmp_path):
     first = torch.load(last, weights_only=False)
     assert first["epoch"] == 0 and first["optimizer"] is not None
 
-    resumed = train.run(["--resume", str(last)])
+    resumed = train.run(resume=str(last))
     assert Path(resumed.save_dir) == Path(t.save_dir) and resumed.start_epoch == 1
     rows = (Path(t.save_dir) / "results.csv").read_text().splitlines()
     assert [r.split(",")[0].strip() for r in rows[1:]] == ["1", "2"]
@@ -172,8 +173,8 @@ def test_bad_labels_and_images_are_skipped_with_warnings(shapes, tmp_path, capfd
     data = tmp_path / "bad.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
                                     "names": ["circle", "rectangle", "triangle", "star"]}))
-    trainer = train.run(FAST + ["--data", str(data), "--epochs", "1", "--project", str(tmp_path / "runs"),
-                                "--noplots", "--noautoanchor"])
+    trainer = train.run(**vars(train.parse_opt(FAST + ["--data", str(data), "--epochs", "1", "--project",
+                                                      str(tmp_path / "runs"), "--noplots", "--noautoanchor"])))
     n_train = len(trainer.train_loader.dataset)
     assert n_train == len(images) - 4
     out = capfd.readouterr()

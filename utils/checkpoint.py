@@ -223,6 +223,52 @@ safe_pickle = types.SimpleNamespace(
 # ----------------------------------------------------------------------------------------------------
 
 
+# Leading bytes of file kinds users pass by mistake, to say what such a file is
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"),
+          (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a plain Python pickle"))
+
+
+def _is_torchscript(p: Path) -> bool:
+    if not zipfile.is_zipfile(p):
+        return False
+    with zipfile.ZipFile(p) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def describe_file(path: str | Path) -> str:
+    """What a file that is not a checkpoint is, in words: 'an empty file', 'a JPEG image', 'a text file ("hello")'..."""
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes)"
+    with open(p, "rb") as f:
+        head = f.read(512)
+    if _is_torchscript(p):
+        return "a TorchScript archive (pass it to detect.py/val.py as it is, or export again from the .pt)"
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+        if any(n.endswith("data.pkl") for n in names):
+            return "a torch.save() archive"
+        return f"a zip archive of {len(names)} file(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if p.suffix.lower() in {".onnx", ".engine", ".torchscript", ".xml"}:
+        return f"a {p.suffix[1:]} file (an export: pass it to detect.py/val.py as it is)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{size} bytes of unrecognised binary data"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    if "backbone:" in text or "anchors:" in text:
+        return "a model YAML (pass it with --cfg)"
+    return f'a text file ("{first}")'
+
+
 def _raw_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load`` through ``SafeUnpickler``; any failure becomes one ``CheckpointError`` naming the file."""
     p = Path(path)
@@ -230,13 +276,16 @@ def _raw_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         raise CheckpointError(f"{p}: file not found; {CHECKPOINT_HELP}")
     if p.is_dir():
         raise CheckpointError(f"{p}: is a directory; {CHECKPOINT_HELP}")
+    if _is_torchscript(p):  # torch.load would hand it to torch.jit.load, which runs the archive's code
+        raise CheckpointError(f"{p}: {describe_file(p)}, not a PyTorch checkpoint; {CHECKPOINT_HELP}")
     try:
         return torch.load(p, map_location=map_location, pickle_module=safe_pickle, weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
             IndexError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
-        kind = "a zip archive that is not a PyTorch checkpoint" if zipfile.is_zipfile(p) else "not a PyTorch checkpoint"
-        raise CheckpointError(f"{p}: {kind} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                              f"{CHECKPOINT_HELP}") from None
+        what = describe_file(p)
+        if what.startswith(("a plain Python pickle", "a torch.save", f"{p.stat().st_size} bytes")):  # say what failed
+            what += f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        raise CheckpointError(f"{p}: {what}, not a PyTorch checkpoint; {CHECKPOINT_HELP}") from None
 
 
 def _as_dict_names(names: Any, nc: int) -> dict[int, str]:
@@ -283,6 +332,9 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     except RuntimeError as e:
         raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
                               f"{str(e).splitlines()[0]} ...") from None
+    frozen = {k for k, p in obj.named_parameters() if not p.requires_grad}
+    for k, p in model.named_parameters():
+        p.requires_grad_(k not in frozen)
     head = model.model[-1]
     if isinstance(head, Detect):
         stride = getattr(obj, "stride", None)
@@ -291,6 +343,9 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
             model.stride = head.stride.clone()
         _reset_grids(head)  # anchors were overwritten in place
     model.names = _as_dict_names(getattr(obj, "names", None), model.nc)
+    hyp = getattr(obj, "hyp", None)  # loss gains a run was trained with (what resuming it needs)
+    if isinstance(hyp, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hyp.values()):
+        model.hyp = {str(k): float(v) for k, v in hyp.items()}
     return model.float().eval()
 
 
@@ -335,12 +390,67 @@ def checkpoint_model(ckpt: dict) -> Model:
     return ckpt.get("ema") or ckpt["model"]
 
 
+def load_for_engine(weight: str | Path, *args: Any, **kwargs: Any) -> dict:
+    """A checkpoint for the engine's own loading code (resume, final validation, stripping optimizers, AutoBackend).
+
+    ``utils.engine`` puts this in place of the engine's unpickling, so that every checkpoint the engine opens goes
+    through ``load_checkpoint``: ``model``/``ema`` are our ``Model``; keys holding objects we do not rebuild become
+    ``None``, ``train_args`` is always a dict and ``modelopt`` (quantization-aware training state) is dropped.
+    Extra arguments (``map_location``, ``safe_only``...) are accepted and ignored: tensors always load on the CPU.
+    """
+    ckpt = load_checkpoint(weight)
+    for k, v in ckpt.items():
+        if isinstance(v, (Opaque, StandInModule)):
+            ckpt[k] = None
+    if not isinstance(ckpt.get("train_args"), dict):
+        ckpt["train_args"] = {}
+    ckpt["modelopt"] = None
+    return ckpt
+
+
+def check_resumable(path: str | Path) -> dict:
+    """The checkpoint of an interrupted ``train.py`` run, loaded safely, or a ``CheckpointError`` saying why not."""
+    ckpt = load_checkpoint(path)
+    args, epoch = ckpt.get("train_args"), ckpt.get("epoch")
+    again = f"start a new run with python train.py --weights {path}"
+    if not isinstance(args, dict) or not isinstance(epoch, int):
+        raise CheckpointError(f"--resume {path}: a model without this project's training state (an official YOLOv5 "
+                              f"release or another trainer's checkpoint), nothing to resume; {again}")
+    odd = [str(k) for k, v in args.items() if isinstance(v, (Opaque, StandInModule))]
+    if odd:
+        raise CheckpointError(f"--resume {path}: its training settings hold objects that are no settings "
+                              f"({', '.join(odd)}); {again}")
+    epochs = args.get("epochs")
+    if epoch < 0 or ckpt.get("ema") is None or (isinstance(epochs, int) and epoch + 1 >= epochs):
+        raise CheckpointError(f"--resume {path}: trained to {epochs} epoch{'s' * (epochs != 1)}, nothing to resume; "
+                              f"{again}")
+    return ckpt
+
+
 def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bool = True) -> Model:
     """A float32 eval-mode ``Model`` (Conv+BN fused by default) with ``names`` and ``stride`` from a ``.pt`` file."""
     model = checkpoint_model(load_checkpoint(weights))
     if fuse:
         model.fuse(verbose=False)
     return model.to(device).float().eval()
+
+
+EXPORT_SUFFIXES = (".torchscript", ".onnx", ".engine")
+
+
+def check_export_format(w: str | Path) -> Path:
+    """An exported model (``.torchscript``, ``.onnx``, ``.engine``, ``*_openvino_model/``) that exists; else an error.
+
+    Only these formats reach the engine's ``AutoBackend``: its other formats (TensorFlow, PaddlePaddle, CoreML...)
+    would make it import, and try to install, packages this project does not use.
+    """
+    w = Path(str(w))
+    if not w.exists():
+        raise FileNotFoundError(f"weights '{w}' not found")
+    if w.suffix not in EXPORT_SUFFIXES and not (w.is_dir() and w.name.endswith("_openvino_model")):
+        raise CheckpointError(f"{w}: unsupported weights format; use a .pt checkpoint, or an export from export.py "
+                              f"(.torchscript, .onnx, *_openvino_model/ folder, .engine)")
+    return w
 
 
 def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: bool = False, fuse: bool = True,
@@ -356,11 +466,7 @@ def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: 
     device = torch.device(device) if isinstance(device, str) else device
     if w.suffix == ".pt":
         return AutoBackend(load_model(w, device, fuse=False), device=device, fp16=half, fuse=fuse, verbose=verbose)
-    if not w.exists():
-        raise FileNotFoundError(f"weights '{w}' not found")
-    if w.suffix not in {".torchscript", ".onnx", ".engine"} and not (w.is_dir() and w.name.endswith("_openvino_model")):
-        raise CheckpointError(f"{w}: unsupported weights format; use a .pt checkpoint, or an export from export.py "
-                              f"(.torchscript, .onnx, *_openvino_model/ folder, .engine)")
+    check_export_format(w)
     try:
         return AutoBackend(str(w), device=device, fp16=half, verbose=verbose)
     except ImportError as e:

@@ -145,6 +145,80 @@ def _point_datasets_dir_at_repo() -> None:
 _point_datasets_dir_at_repo()
 
 
+def _load_checkpoints_safely() -> None:
+    """Every checkpoint the engine opens goes through ``utils.checkpoint``'s restricted unpickler, never full pickle.
+
+    The engine unpickles checkpoints in two functions: ``torch_safe_load`` (under its ``load_checkpoint``: resume, NaN
+    recovery, ``AutoBackend`` on a ``.pt`` path) and ``torch_load`` in ``strip_optimizer`` (best.pt and last.pt after
+    training). Both are replaced once, here, when this module is imported; DDP workers import it as they unpickle the
+    trainer class, before their trainer opens any checkpoint.
+    """
+    import ultralytics.nn.tasks as tasks
+    from ultralytics.utils import torch_utils
+
+    from utils.checkpoint import load_for_engine
+
+    def torch_safe_load(weight, *args, **kwargs) -> tuple[dict, str]:
+        return load_for_engine(weight), str(weight)
+
+    tasks.torch_safe_load = torch_safe_load
+    torch_utils.torch_load = load_for_engine
+
+
+_load_checkpoints_safely()
+
+
+def image_problem(path: str | Path) -> str | None:
+    """What is wrong with an image file ('empty file', 'not an image', 'truncated'...), or None when it reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    from utils.checkpoint import describe_file
+
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(p) as im:
+            kind = im.format
+            im.verify()
+        if kind == "JPEG":
+            with open(p, "rb") as f:
+                f.seek(-2, 2)
+                complete = f.read() == b"\xff\xd9"
+            if not complete:  # no end marker: decodable ones the engine re-saves, the rest are cut short
+                with Image.open(p) as im:
+                    im.load()
+    except UnidentifiedImageError:
+        what = describe_file(p)
+        return f"corrupt {what[2:]} (its header cannot be read)" if what.endswith("image") else f"not an image ({what})"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"truncated ({size} bytes; {e})" if "runcat" in str(e) else f"corrupt image ({e})"
+    return None
+
+
+def _report_what_is_wrong_with_images() -> None:
+    """The engine's dataset check names the real problem of an unreadable image with its file name.
+
+    Its own check reads any file Pillow cannot identify as a possible HEIF image and reports the missing HEIF plugin
+    ("No module named 'pi_heif'") for an empty, random or text file.
+    """
+    import ultralytics.data.utils as data_utils
+
+    engine_check = data_utils.check_image
+
+    def check_image(im_file: str) -> tuple[str, tuple[int, int]]:
+        problem = image_problem(im_file)
+        if problem:
+            raise ValueError(problem)  # verify_image_label reports "<file>: ignoring corrupt image/label: <problem>"
+        return engine_check(im_file)
+
+    data_utils.check_image = check_image
+
+
+_report_what_is_wrong_with_images()
+
+
 def build_model(cfg: str | Path | dict, nc: int, hyp: dict[str, float], imgsz: int, weights: str | None = None,
                 verbose: bool = True) -> Model:
     """Our model for training: built from ``cfg``, optionally started from ``weights``, carrying its loss hyps.
@@ -207,7 +281,9 @@ class YOLOv5Trainer(DetectionTrainer):
                  weights: str | None = None, autoanchor: bool = True, sync_bn: bool = False):
         hyp = load_hyp(hyp if hyp is not None else DEFAULT_HYP_FILE)
         engine_hyp, self.loss_hyp = split_hyp(hyp)
-        overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **(overrides or {})}
+        overrides = dict(overrides or {})
+        if not overrides.get("resume"):  # a resumed run takes its settings from its checkpoint
+            overrides = {**YOLOV5_ENGINE_DEFAULTS, **engine_hyp, **overrides}
         kwargs = {"overrides": overrides, "_callbacks": _callbacks}
         if cfg is not None:
             kwargs["cfg"] = cfg

@@ -12,9 +12,11 @@ import importlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -266,6 +268,75 @@ def export_output(path: Path, im: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(y)
 
 
+class ExportJob(NamedTuple):
+    """What every exporter reads: the wrapped model (and a float CPU copy for the CPU-only toolchains), the example
+    input, the output path stem, metadata and the options."""
+
+    wrapper: nn.Module
+    cpu_wrapper: Callable[[], nn.Module]
+    im: torch.Tensor
+    file: Path
+    metadata: dict
+    opset: int
+    dynamic: bool
+    simplify: bool
+    half: bool
+    calibration: list | None  # INT8 calibration batches (None: no quantization)
+
+
+def _onnx(j: ExportJob) -> Path:
+    if j.calibration is not None:
+        return export_onnx_int8(j.cpu_wrapper(), j.im.float().cpu(), j.file, j.metadata, j.calibration, j.opset,
+                                j.dynamic, j.simplify)
+    return export_onnx(j.wrapper, j.im, j.file, j.metadata, j.opset, j.dynamic, j.simplify)
+
+
+# --include format -> exporter; each returns the path it wrote
+EXPORTERS: dict[str, Callable[[ExportJob], Path]] = {
+    "torchscript": lambda j: export_torchscript(j.wrapper, j.im, j.file, j.metadata),
+    "onnx": _onnx,
+    "openvino": lambda j: export_openvino(j.cpu_wrapper(), j.im.float().cpu(), j.file, j.metadata, j.dynamic, j.half,
+                                          j.calibration),
+    "engine": lambda j: export_engine(j.wrapper, j.im, j.file, j.metadata, j.opset, j.dynamic, j.half),
+}
+
+
+def check_request(formats: list[str], device: torch.device, half: bool, int8: bool) -> None:
+    """Refuse what cannot run as asked (INT8 of other formats, TensorRT without a GPU, missing packages, CPU --half)."""
+    if int8:
+        others = [PRETTY[f] for f in formats if f not in INT8_FORMATS]
+        if others:
+            raise ExportError(f"--int8 quantizes openvino (NNCF) and onnx (ONNX Runtime) exports, not "
+                              f"{', '.join(others)}; export those in a separate run without --int8")
+        if "openvino" in formats:
+            require("OpenVINO --int8", "nncf")
+    if "engine" in formats and device.type != "cuda":
+        raise ExportError(no_gpu_message())
+    for fmt in formats:
+        for pkg in REQUIRES[fmt]:
+            require(PRETTY[fmt], pkg)
+    if half and device.type == "cpu" and set(formats) & {"torchscript", "onnx"}:
+        raise ExportError("--half for torchscript/onnx needs a CUDA device (--device 0); on CPU, --half applies to "
+                          "openvino only (fp16-compressed weights)")
+
+
+def check_export(fmt: str, f: Path, check_im: torch.Tensor, reference: torch.Tensor, int8: bool) -> tuple[dict, str]:
+    """Compare an export with PyTorch on ``check_im``: the result fields and the text for the log line."""
+    cpu = fmt == "openvino" or int8
+    v_im, v_ref = (check_im.float().cpu(), reference.cpu()) if cpu else (check_im, reference)
+    with quiet_tracing():
+        diff = verify(f, v_ref, v_im)
+    out, msg = {"max_abs_diff": diff}, f", max abs diff vs PyTorch {diff:.2e}"
+    if int8:
+        from utils.quantize import agreement
+
+        with quiet_tracing():
+            a = out["agreement"] = agreement(export_output(f, v_im).numpy(), v_ref.numpy())
+        msg += (f" (on a calibration image; class-score correlation {a['score_corr']:.4f}, box error "
+                f"of {a['n_confident']} confident anchors {a['box_max_diff']:.2f}px)")
+    return out, msg
+
+
 def export_model(model: nn.Module, weights: str | Path, include: list[str] | tuple[str, ...] = ("onnx",),
                  imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, dynamic: bool = False,
                  simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
@@ -278,32 +349,15 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
 
     Returns ``{format: {"file": Path, "seconds": float, "max_abs_diff": float | None}}`` (+ ``"agreement"`` for int8).
     """
+    from ultralytics.utils.checks import check_imgsz
+
     formats = parse_include(include)
-    if int8:
-        others = [PRETTY[f] for f in formats if f not in INT8_FORMATS]
-        if others:
-            raise ExportError(f"--int8 quantizes openvino (NNCF) and onnx (ONNX Runtime) exports, not "
-                              f"{', '.join(others)}; export those in a separate run without --int8")
-        if "openvino" in formats:
-            require("OpenVINO --int8", "nncf")
-        if calib_images < 1:
-            raise ExportError(f"--calib-images {calib_images}: INT8 calibration needs at least one image")
     device = next(model.parameters()).device
-    if "engine" in formats and device.type != "cuda":
-        raise ExportError(no_gpu_message())
-    for fmt in formats:
-        for pkg in REQUIRES[fmt]:
-            require(PRETTY[fmt], pkg)
-    if half and device.type == "cpu" and set(formats) & {"torchscript", "onnx"}:
-        raise ExportError("--half for torchscript/onnx needs a CUDA device (--device 0); on CPU, --half applies to "
-                          "openvino only (fp16-compressed weights)")
+    check_request(formats, device, half, int8)
     weights = Path(weights)
-    if not 1 <= len(imgsz) <= 2:
-        raise ExportError(f"--imgsz takes one size or two (height width), got {list(imgsz)}")
-    imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
+    check_options(imgsz, batch_size, opset, calib_images)
     gs = int(max(model.stride))
-    if any(x % gs for x in imgsz):
-        raise ExportError(f"--imgsz {imgsz} must be multiples of the model's max stride {gs}")
+    imgsz = check_imgsz(list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz), stride=gs, min_dim=2)  # round up, warn
     model = model.eval()
     for p in model.parameters():
         p.requires_grad = False
@@ -323,7 +377,6 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     log(f"\nPyTorch: starting from {weights} with input shape {tuple(im.shape)} BCHW and output shape "
         f"{tuple(y.shape)} ({file_size(weights) if weights.exists() else 0:.1f} MB)")
 
-    results: dict[str, dict] = {}
     check_im = torch.rand_like(im)
     calibration = None
     if int8:
@@ -334,38 +387,30 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
         check_im = torch.from_numpy(calibration[0]).to(im)  # a real image: random noise says little about INT8
     with torch.no_grad():
         reference = wrapper(check_im).float()
+    job = ExportJob(wrapper, cpu_wrapper, im, weights, metadata, opset, dynamic, simplify, half, calibration)
+    results: dict[str, dict] = {}
     for fmt in formats:
         t = time.perf_counter()
         log(f"\n{PRETTY[fmt]}: starting export...")
         with torch.no_grad(), quiet_tracing():
-            if fmt == "torchscript":
-                f = export_torchscript(wrapper, im, weights, metadata)
-            elif fmt == "onnx" and int8:
-                f = export_onnx_int8(cpu_wrapper(), im.float().cpu(), weights, metadata, calibration, opset, dynamic,
-                                     simplify)
-            elif fmt == "onnx":
-                f = export_onnx(wrapper, im, weights, metadata, opset, dynamic, simplify)
-            elif fmt == "openvino":
-                f = export_openvino(cpu_wrapper(), im.float().cpu(), weights, metadata, dynamic, half, calibration)
-            else:
-                f = export_engine(wrapper, im, weights, metadata, opset, dynamic, half)
+            f = EXPORTERS[fmt](job)
         dt = time.perf_counter() - t
-        diff, check_msg = None, ""
-        results[fmt] = {"file": f, "seconds": dt, "max_abs_diff": diff}
+        results[fmt] = {"file": f, "seconds": dt, "max_abs_diff": None}
+        check_msg = ""
         if check:
-            cpu = fmt == "openvino" or int8
-            v_im, v_ref = (check_im.float().cpu(), reference.cpu()) if cpu else (check_im, reference)
-            with quiet_tracing():
-                diff = results[fmt]["max_abs_diff"] = verify(f, v_ref, v_im)
-            check_msg = f", max abs diff vs PyTorch {diff:.2e}"
-            if int8:
-                from utils.quantize import agreement
-
-                with quiet_tracing():
-                    a = results[fmt]["agreement"] = agreement(export_output(f, v_im).numpy(), v_ref.numpy())
-                check_msg += (f" (on a calibration image; class-score correlation {a['score_corr']:.4f}, box error "
-                              f"of {a['n_confident']} confident anchors {a['box_max_diff']:.2f}px)")
+            checked, check_msg = check_export(fmt, f, check_im, reference, int8)
+            results[fmt].update(checked)
         log(f"{PRETTY[fmt]}: export success ✅ {dt:.1f}s, saved as {f} ({file_size(f):.1f} MB){check_msg}")
     if gpu_half:
         model.float()
     return results
+
+
+def check_options(imgsz: list[int] | tuple[int, ...], batch_size: int, opset: int, calib_images: int) -> None:
+    """Numbers out of range fail here, before anything is loaded or written."""
+    from utils.cli import check_image_size, check_number
+
+    check_image_size("--imgsz", imgsz)
+    check_number("--batch-size", batch_size, 1)
+    check_number("--opset", opset, 7)
+    check_number("--calib-images", calib_images, 1)

@@ -12,13 +12,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_for_validation(weights: str, device: str = "") -> object:
     """A ``.pt`` (ours or an official YOLOv5 checkpoint) becomes our model; an export stays a path for the engine."""
-    if str(weights).endswith(".pt"):
-        from utils.checkpoint import load_model
+    from utils.checkpoint import check_export_format, load_model
 
+    if str(weights).endswith(".pt"):
         return load_model(weights, device="cpu", fuse=False)
     if not Path(weights).exists():
         raise FileNotFoundError(f"--weights {weights}: file or folder not found")
-    return str(weights)
+    return str(check_export_format(weights))
+
+
+def check_options(imgsz: int, batch_size: int, conf_thres: float, iou_thres: float, max_det: int,
+                  workers: int) -> None:
+    """Numbers out of range fail here, before anything is loaded or written."""
+    from utils.cli import check_image_size, check_number
+
+    check_image_size("--imgsz", imgsz, max_values=1)
+    check_number("--batch-size", batch_size, 1)
+    check_number("--conf-thres", conf_thres, 0, 1)
+    check_number("--iou-thres", iou_thres, 0, 1)
+    check_number("--max-det", max_det, 1)
+    check_number("--workers", workers, 0)
 
 
 def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batch_size: int = 32, imgsz: int = 640,
@@ -29,7 +42,9 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
              half: bool = False, plots: bool = True, rect: bool = True) -> list[dict]:
     """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``,
     ``metrics/mAP50-95(B)``...)."""
+    check_options(imgsz, batch_size, conf_thres, iou_thres, max_det, workers)
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.cli import no_empty_run_dir
     from utils.engine import YOLOv5Validator, all_cores, increment_dir, resolve_data
 
     keep_freed_memory_on_cpu(device)
@@ -48,8 +63,8 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
             "verbose": verbose, "save_txt": save_txt, "save_conf": save_conf, "save_json": save_json,
             "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "rect": rect,
         }
-        validator = YOLOv5Validator(args=args, save_dir=save_dir)
-        with all_cores():
+        with no_empty_run_dir(save_dir), all_cores():
+            validator = YOLOv5Validator(args=args, save_dir=save_dir)
             stats = validator(model=load_for_validation(w, device))
         stats["speed"] = dict(validator.speed)
         results.append(stats)
