@@ -53,7 +53,7 @@ from utils import allocator, deploy, offline  # noqa: E402  (offline before ultr
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from models.common import build_attention  # noqa: E402
+from models.attention import build_attention  # noqa: E402
 from models.yolo import Model, count_flops, resolve_cfg  # noqa: E402
 
 offline.configure()

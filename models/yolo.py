@@ -29,7 +29,8 @@ from ultralytics.utils import LOGGER  # noqa: E402
 from ultralytics.utils.ops import make_divisible  # noqa: E402
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img  # noqa: E402
 
-from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
+from models.attention import ATTENTION  # noqa: E402
+from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 
 offline.configure()

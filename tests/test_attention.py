@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.common import ATTENTION, CA, CBAM, ECA, EMA, SA, SE, build_attention, eca_kernel_size
+from models.attention import ATTENTION, CA, CBAM, ECA, EMA, SA, SE, build_attention, eca_kernel_size
 
 torch.manual_seed(0)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import ATTENTION
+from models.attention import ATTENTION
 
 ATTENTION_TYPES = tuple(set(ATTENTION.values()))
 
