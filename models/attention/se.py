@@ -25,3 +25,19 @@ class SE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc2(self.relu(self.fc1(x.mean((2, 3), keepdim=True)))).sigmoid()
+
+
+class EffectiveSE(nn.Module):
+    """Effective Squeeze-and-Excitation (Lee & Park, CenterMask, CVPR 2020).
+
+    SE without the bottleneck: one ``C x C`` 1x1 conv on the pooled descriptor and a hard sigmoid keep every channel.
+    """
+
+    gate = True
+
+    def __init__(self, c1: int):
+        super().__init__()
+        self.fc = nn.Conv2d(c1, c1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * nn.functional.hardsigmoid(self.fc(x.mean((2, 3), keepdim=True)))
