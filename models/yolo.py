@@ -3,6 +3,7 @@
 Usage:
     python models/yolo.py --cfg models/yolov5s-ema.yaml            # layer table + summary line
     python models/yolo.py --cfg models/yolov5s-ema.yaml --profile  # time each layer
+    python models/yolo.py --cfg models/yolov5s.yaml --attention SimAM --save-yaml yolov5s-simam.yaml
 """
 
 from __future__ import annotations
@@ -403,9 +404,25 @@ def main(argv: list[str] | None = None) -> Model:
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
     parser.add_argument("--profile", action="store_true", help="time each layer")
     parser.add_argument("--test", action="store_true", help="build every models/yolo*.yaml")
+    parser.add_argument("--attention", default="", metavar="NAME[@i,j]",
+                        help="insert an attention module after Table 2's sites (the P4 and P5 backbone C3s), or after "
+                             "layers i, j of --cfg; later layer indices shift (models/insert.py)")
+    parser.add_argument("--save-yaml", default="", metavar="FILE", help="write the --attention model YAML to FILE")
     opt = parser.parse_args(argv)
     device = torch.device("cpu" if opt.device == "cpu" else f"cuda:{opt.device}")
-    model = Model(opt.cfg).to(device)
+    cfg = opt.cfg
+    if opt.attention or opt.save_yaml:
+        from models.insert import attention_cfg, write_attention_cfg
+
+        try:
+            if not opt.attention:
+                raise ValueError("--save-yaml writes the model built with --attention; add --attention NAME")
+            cfg = attention_cfg(opt.cfg, opt.attention)
+            if opt.save_yaml:
+                LOGGER.info(f"Saved {write_attention_cfg(opt.cfg, opt.attention, opt.save_yaml)}")
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+    model = Model(cfg).to(device)
     if opt.profile:
         im = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, device=device)
         model.eval()

@@ -34,6 +34,6 @@ def test_exports_to_onnx_and_openvino(name, build, reference, tmp_path):
         for x, r in list(zip(xs, refs))[: 2 if dynamic else 1]:
             assert close(session.run(None, {"x": x.numpy()})[0], r), f"ONNX ({'dynamic' if dynamic else 'static'})"
     ov_model = ov.convert_model(m, example_input=xs[0], input=[ov.PartialShape([-1, CHANNELS, -1, -1])])
-    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
     for x, r in zip(xs, refs):
         assert close(compiled(x.numpy())[0], r), "OpenVINO"
