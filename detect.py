@@ -239,7 +239,8 @@ def run(
         att_rec = AttentionRecorder(model) if want_attention else None
         feat_rec = FeatureRecorder(model) if visualize else None
         if attention and att_rec is not None and not att_rec.handles:
-            log("WARNING ⚠️ --attention: this model has no attention modules; no heat maps will be written")
+            log("WARNING ⚠️ --attention: this model has no attention module that gates its input (self-attention "
+                "and branch-mixing modules have no heat map); no heat maps will be written")
     view_img = view_img and check_imshow(warn=True)
 
     # Data
