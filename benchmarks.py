@@ -55,6 +55,7 @@ import torch.nn as nn  # noqa: E402
 
 from models.attention import build_attention  # noqa: E402
 from models.yolo import Model, count_flops, resolve_cfg  # noqa: E402
+from utils.module_cost import catalogue_names, module_cost, trains_at  # noqa: E402
 
 offline.configure()
 
@@ -91,9 +92,10 @@ GROUPS: dict[str, list[str]] = {
 GROUP_ALIASES = {"s": "s", "yolov5s-all": "s", "x-p2": "x-p2", "p2": "x-p2", "x": "x-p2", "yolov5x-p2-all": "x-p2"}
 ATTENTION_SUFFIXES = ("-ema", "-ca", "-cbam", "-sa", "-eca", "-se")
 
-# Where the attention modules sit, as (channels, stride) at width 0.5 (yolov5s) and 1.25 (yolov5x-p2).
+# Where the attention modules sit, as (channels, stride) at width 0.5 (yolov5s) and 1.25 (yolov5x-p2); every module of
+# models/attention at yolov5s's Table 2 sites.
 MODULE_SITES: dict[str, tuple[tuple[str, ...], tuple[tuple[int, int], ...]]] = {
-    "yolov5s": (("EMA", "CA", "CBAM", "SA", "ECA"), ((256, 16), (512, 32))),
+    "yolov5s": (tuple(catalogue_names()), ((256, 16), (512, 32))),
     "yolov5x-p2": (("EMA", "CA", "CBAM"), ((640, 16), (320, 8), (320, 4))),
 }
 
@@ -741,8 +743,10 @@ def module_sites(imgsz: int, families: Iterable[str] = tuple(MODULE_SITES)) -> l
 
 
 def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    """Forward (eval, inference mode) and forward+backward (train mode) of ``module``."""
+    """Forward (eval, inference mode) and forward+backward (train mode, or eval mode where the batch is too small
+    to train the module: ``utils.module_cost.trains_at``) of ``module``."""
     xg = x.detach().clone().requires_grad_(True)
+    train = trains_at(module, x)
 
     def fwd() -> Any:
         module.eval()
@@ -750,7 +754,7 @@ def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], A
             return module(x)
 
     def fwd_bwd() -> None:
-        module.train()
+        module.train(train)
         module(xg).square().mean().backward()
         module.zero_grad(set_to_none=True)
         xg.grad = None
@@ -759,8 +763,9 @@ def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], A
 
 
 MODULE_COLUMNS = [
-    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"),
-    Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
+    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"), Column("params", "params"),
+    Column("gflops", "GFLOPs", "{:.4f}"), Column("fwd_ms", "fwd (ms)", "{:.3f}"),
+    Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"), Column("note", "note"),
 ]
 
 
@@ -798,8 +803,10 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
         names = list(dict.fromkeys(n for n, _ in here))
         medians = time_modules_at(names, (batch_size, c, size, size), dev, timing)
         for n in names:
+            cost = module_cost(n, c, size, batch_size)
             row = {"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
-                   "shape": f"{batch_size}x{c}x{size}x{size}", **medians[n]}
+                   "shape": f"{batch_size}x{c}x{size}x{size}", "params": cost["params"], "gflops": cost["gflops"],
+                   **medians[n], "note": "" if cost["trains"] else "fwd+bwd with BatchNorm in eval mode"}
             rows.append(row)
     what = "CPU time" if clock == "cpu" else "latency"
     header = (f"Attention modules {describe(dev, malloc)} · shapes at {imgsz}x{imgsz} · {what}: medians of "
