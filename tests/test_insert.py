@@ -104,4 +104,5 @@ def test_train_flag_trains_the_inserted_model(tmp_path, monkeypatch):
     cfg = Path(seen["overrides"]["model"])
     assert cfg == tmp_path / "yolov5n-cbam.yaml"
     rows = yaml.safe_load(cfg.read_text())
-    assert rows["backbone"][5] == [-1, 1, "CBAM", []] and rows["head"][2][0] == [-1, 7] and rows["head"][6][0] == [-1, 5]
+    assert rows["backbone"][5] == [-1, 1, "CBAM", []]
+    assert rows["head"][2][0] == [-1, 7] and rows["head"][6][0] == [-1, 5]

@@ -27,7 +27,7 @@ ATTENTION_TYPES = tuple(set(ATTENTION.values()))
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(label, module)`` for each gating attention module, labelled like ``layer7_EMA`` (nested ones by their path)."""
+    """``(label, module)`` for each gating attention module, labelled like ``layer7_EMA`` (nested ones by path)."""
     found = []
     for name, m in model.named_modules():
         if isinstance(m, ATTENTION_TYPES) and m.gate:

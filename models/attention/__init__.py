@@ -91,6 +91,6 @@ def build_attention(name: str, channels: int, *args, **options) -> nn.Module:
 
 
 __all__ = ["ATTENTION", "build_attention", "eca_kernel_size", "BAM", "BoT", "CA", "CAA", "CAM", "CBAM", "ChannelGate",
-           "CoT", "CPCA", "CrissCross", "DANet", "DoubleAttention", "ECA", "EffectiveSE", "ELA", "EMA", "GAM", "GC", "GE",
-           "LSKA", "LSKBlock", "MHSA", "MLCA", "NAM", "PAM", "ParNet", "PolarizedSA", "S2", "SA", "SE",
+           "CoT", "CPCA", "CrissCross", "DANet", "DoubleAttention", "ECA", "EffectiveSE", "ELA", "EMA", "GAM", "GC",
+           "GE", "LSKA", "LSKBlock", "MHSA", "MLCA", "NAM", "PAM", "ParNet", "PolarizedSA", "S2", "SA", "SE",
            "SequentialPolarizedSA", "SGE", "SimAM", "SK", "SOCA", "SpatialGate", "Triplet", "ZPoolGate"]

@@ -12,8 +12,9 @@ from models.common import Conv
 class MHSA(nn.Module):
     """Multi-head self-attention with 2D relative position logits (Srinivas et al., BoTNet, CVPR 2021).
 
-    ``softmax(q k^T / sqrt(d) + q r^T) v`` over all pixels, ``r = r_h(dy) + r_w(dx)`` learned per relative offset. The
-    offsets are computed for the map at hand; beyond ``max_offset`` they share the edge embedding (Shaw et al. clipping).
+    ``softmax((q k^T + q r^T) / sqrt(d)) v`` over all pixels, ``r = r_h(dy) + r_w(dx)`` learned per relative offset.
+    Offsets are computed for the map at hand; beyond ``max_offset`` they share the edge embedding (Shaw et al.'s
+    clipping), so any input size works.
     """
 
     gate = False
