@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-
 # ----------------------------------------------------------------------------------------------------
 # Building blocks written out
 # ----------------------------------------------------------------------------------------------------
@@ -22,19 +21,19 @@ def conv(x, c, stride=None, padding=None, dilation=None, groups=None, weight=Non
     """``nn.Conv2d`` ``c`` applied to (b, C, H, W) as explicit sums over kernel offsets (zero padding)."""
     weight = c.weight if weight is None else weight
     bias = c.bias if bias is None and c is not None else bias
-    (sh, sw), (ph, pw), (dh, dw) = (stride or c.stride), (padding or c.padding), (dilation or c.dilation)
+    (sh, sw), (ph, pad_w), (dh, dw) = (stride or c.stride), (padding or c.padding), (dilation or c.dilation)
     g = groups or c.groups
     b, C, H, W = x.shape
-    O, Cg, kh, kw = weight.shape
-    xp = F.pad(x, (pw, pw, ph, ph)).reshape(b, g, Cg, H + 2 * ph, W + 2 * pw)
-    Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    wg = weight.reshape(g, O // g, Cg, kh, kw)
+    co, cg, kh, kw = weight.shape
+    xp = F.pad(x, (pad_w, pad_w, ph, ph)).reshape(b, g, cg, H + 2 * ph, W + 2 * pad_w)
+    Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pad_w - dw * (kw - 1) - 1) // sw + 1
+    wg = weight.reshape(g, co // g, cg, kh, kw)
     out = 0
     for i in range(kh):
         for j in range(kw):
             patch = xp[..., i * dh: i * dh + sh * (Ho - 1) + 1: sh, j * dw: j * dw + sw * (Wo - 1) + 1: sw]
             out = out + torch.einsum("bgchw,goc->bgohw", patch, wg[..., i, j])
-    out = out.reshape(b, O, Ho, Wo)
+    out = out.reshape(b, co, Ho, Wo)
     return out if bias is None else out + bias[:, None, None]
 
 
@@ -341,7 +340,8 @@ def s2(m, x):
 
     branches = [shift(x1, [(2, 1), (2, -1), (3, 1), (3, -1)]), shift(x2, [(3, 1), (3, -1), (2, 1), (2, -1)]), x3]
     a = sum(branches).sum((2, 3))  # (b, C)
-    hat = F.gelu(a @ m.fc1.weight[:, :, 0, 0].T) @ m.fc2.weight[:, :, 0, 0].T  # (b, 3C)
+    fc1, fc2 = m.split_attention[0].weight[:, :, 0, 0], m.split_attention[2].weight[:, :, 0, 0]
+    hat = F.gelu(a @ fc1.T) @ fc2.T  # (b, 3C)
     bar = softmax(hat.reshape(b, 3, C), 1)
     mixed = sum(bar[:, k, :, None, None] * branches[k] for k in range(3))
     return pw(mixed, m.mlp2)

@@ -8,11 +8,47 @@ from functools import partial
 import pytest
 import torch
 
-import attention_reference as ref
-from models.attention import (ATTENTION, BAM, CA, CAA, CAM, CBAM, CPCA, ECA, ELA, EMA, GAM, GC, GE, LSKA, MHSA, MLCA,
-                              NAM, PAM, S2, SA, SE, SGE, SK, SOCA, BoT, CoT, CrissCross, DANet, DoubleAttention,
-                              EffectiveSE, LSKBlock, ParNet, PolarizedSA, SequentialPolarizedSA, SimAM, Triplet,
-                              build_attention, eca_kernel_size)
+from models.attention import (
+    ATTENTION,
+    BAM,
+    CA,
+    CAA,
+    CAM,
+    CBAM,
+    CPCA,
+    ECA,
+    ELA,
+    EMA,
+    GAM,
+    GC,
+    GE,
+    LSKA,
+    MHSA,
+    MLCA,
+    NAM,
+    PAM,
+    S2,
+    SA,
+    SE,
+    SGE,
+    SK,
+    SOCA,
+    BoT,
+    CoT,
+    CrissCross,
+    DANet,
+    DoubleAttention,
+    EffectiveSE,
+    LSKBlock,
+    ParNet,
+    PolarizedSA,
+    SequentialPolarizedSA,
+    SimAM,
+    Triplet,
+    build_attention,
+    eca_kernel_size,
+)
+from tests import attention_reference as ref
 
 torch.manual_seed(0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_attention import CASES, CHANNELS, IDS, randomize
+from tests.test_attention import CASES, CHANNELS, IDS, randomize
 
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.attention.util import check_divisible
+from models.attention.util import check_divisible, full_precision
 
 
 def _shift(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
@@ -37,15 +37,14 @@ class S2(nn.Module):
         super().__init__()
         check_divisible("S2", c1, 4, "four shift directions")
         self.mlp1 = nn.Conv2d(c1, 3 * c1, 1)
-        self.fc1 = nn.Conv2d(c1, c1, 1, bias=False)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(c1, 3 * c1, 1, bias=False)
+        self.split_attention = nn.Sequential(nn.Conv2d(c1, c1, 1, bias=False), nn.GELU(),
+                                             nn.Conv2d(c1, 3 * c1, 1, bias=False))
         self.mlp2 = nn.Conv2d(c1, c1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2, x3 = self.mlp1(x).chunk(3, 1)
         x_all = torch.stack((_spatial_shift(x1, SHIFT1), _spatial_shift(x2, SHIFT2), x3), 1)  # (b, 3, c, h, w)
-        with torch.autocast(x.device.type, enabled=False):  # a sum over all pixels: in the weights' precision
-            a = x_all.sum(1).to(self.fc1.weight.dtype).sum((2, 3), keepdim=True)  # (b, c, 1, 1)
-            weights = self.fc2(self.act(self.fc1(a))).unflatten(1, (3, -1)).softmax(1)  # (b, 3, c, 1, 1)
+        s = x_all.sum(1)
+        a = s.to(torch.promote_types(s.dtype, torch.float32)).sum((2, 3), keepdim=True)  # pixel sums in float32
+        weights = full_precision(self.split_attention, a).unflatten(1, (3, -1)).softmax(1)  # (b, 3, c, 1, 1)
         return self.mlp2((x_all * weights).sum(1))

@@ -1,6 +1,9 @@
-"""Helpers shared by the attention modules: the project's one error for channel counts that do not fit."""
+"""Helpers shared by the attention modules: the one error for channel counts that do not fit, and precision."""
 
 from __future__ import annotations
+
+import torch
+import torch.nn as nn
 
 
 def check_divisible(name: str, channels: int, divisor: int, what: str) -> None:
@@ -17,3 +20,13 @@ def check_ratio(name: str, channels: int, ratio: int, option: str = "ratio") -> 
         raise ValueError(f"{name}: {channels} input channels are fewer than {option}={ratio}; "
                          f"use {option} <= {channels}")
     return channels // ratio
+
+
+def full_precision(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with autocast off, in the module's own parameter dtype (float32 unless the model was cast).
+
+    For a small MLP on sums over every pixel: it costs nothing, and in fp16 such sums overflow, in bf16 they lose the
+    differences the MLP reads.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x.to(next(module.parameters()).dtype))
