@@ -210,7 +210,8 @@ def attach_recorders(model: torch.nn.Module | None, attention: bool, visualize: 
         return None, None
     att_rec, feat_rec = AttentionRecorder(model), FeatureRecorder(model) if visualize else None
     if attention and not att_rec.handles:
-        log("WARNING ⚠️ --attention: this model has no attention modules; no heat maps will be written")
+        log("WARNING ⚠️ --attention: this model has no attention module that gates its input (self-attention "
+            "and branch-mixing modules have no heat map); no heat maps will be written")
     return att_rec, feat_rec
 
 

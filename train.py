@@ -59,6 +59,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--attention", default="", metavar="NAME[@i,j]",
+                   help="insert an attention module after Table 2's sites (the P4 and P5 backbone C3s) or after "
+                        "layers i, j of the model YAML; the YAML written goes to --project")
     return p.parse_args(argv)
 
 
@@ -158,6 +161,10 @@ def run(**options):
             cfg = cfg_of_weights(opt.weights, Path(opt.project))  # fine-tune the architecture stored in the weights
         else:
             cfg = str(resolve_cfg(DEMO["cfg"]))
+        if opt.attention:  # the YAML with the attention layers inserted (models/insert.py)
+            from models.insert import write_attention_cfg
+
+            cfg = str(write_attention_cfg(cfg, opt.attention, Path(opt.project)))
         setup = {"overrides": engine_overrides(opt, cfg), "hyp": hyp, "weights": opt.weights or None,
                  "autoanchor": not opt.noautoanchor, "sync_bn": opt.sync_bn}
     with all_cores(), no_empty_run_dir(setup["overrides"].get("save_dir")):

@@ -14,11 +14,13 @@ from bench.common import PROJECT, check_options, configure_malloc, environment, 
 from bench.paper import MODULE_SITES
 from bench.report import Column, markdown_table, write_csv
 from bench.timing import Timing, median_ms, synchronizer
-from models.common import build_attention
+from models.attention import build_attention
+from utils.module_cost import module_cost, trains_at
 
 MODULE_COLUMNS = [
-    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"),
-    Column("fwd_ms", "fwd (ms)", "{:.3f}"), Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"),
+    Column("module", "module"), Column("models", "in"), Column("shape", "shape (BCHW)"), Column("params", "params"),
+    Column("gflops", "GFLOPs", "{:.4f}"), Column("fwd_ms", "fwd (ms)", "{:.3f}"),
+    Column("fwd_bwd_ms", "fwd+bwd (ms)", "{:.3f}"), Column("note", "note"),
 ]
 
 
@@ -33,7 +35,9 @@ def module_sites(imgsz: int, families: Iterable[str] = tuple(MODULE_SITES)) -> l
 
 
 def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    """Forward (eval, inference mode) and forward + backward (train mode) of ``module`` on ``x``."""
+    """Forward (eval, inference mode) and forward + backward (train mode, or eval mode where the batch is too small
+    to train the module: ``utils.module_cost.trains_at``) of ``module`` on ``x``."""
+    train = trains_at(module, x)
     xg = x.detach().clone().requires_grad_(True)
 
     def fwd() -> Any:
@@ -42,7 +46,7 @@ def module_calls(module: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], A
             return module(x)
 
     def fwd_bwd() -> None:
-        module.train()
+        module.train(train)
         module(xg).square().mean().backward()
         module.zero_grad(set_to_none=True)
         xg.grad = None
@@ -82,8 +86,12 @@ def run_modules(imgsz: int = 640, batch_size: int = 1, device: str = "cpu", thre
         here = [(n, fam) for n, fam, c2, s2 in sites if (c2, s2) == (c, size)]
         names = list(dict.fromkeys(n for n, _ in here))
         medians = time_modules_at(names, (batch_size, c, size, size), dev, timing)
-        rows += [{"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
-                  "shape": f"{batch_size}x{c}x{size}x{size}", **medians[n]} for n in names]
+        for n in names:
+            cost = module_cost(n, c, size, batch_size)
+            rows.append({"module": n, "models": ", ".join(sorted({f for m, f in here if m == n})),
+                         "shape": f"{batch_size}x{c}x{size}x{size}", "params": cost["params"],
+                         "gflops": cost["gflops"], **medians[n],
+                         "note": "" if cost["trains"] else "fwd+bwd with BatchNorm in eval mode"})
     what = "CPU time" if clock == "cpu" else "latency"
     header = (f"Attention modules {environment(dev, malloc)} · shapes at {imgsz}x{imgsz} · {what}: medians of "
               "interleaved runs")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from utils.module_cost import catalogue_names
+
 
 @dataclass(frozen=True)
 class PaperRow:
@@ -35,7 +37,7 @@ ATTENTION_SUFFIXES = ("-ema", "-ca", "-cbam", "-sa", "-eca", "-se")
 
 # Where the attention modules sit, as (channels, stride) at width 0.5 (yolov5s) and 1.25 (yolov5x-p2).
 MODULE_SITES: dict[str, tuple[tuple[str, ...], tuple[tuple[int, int], ...]]] = {
-    "yolov5s": (("EMA", "CA", "CBAM", "SA", "ECA"), ((256, 16), (512, 32))),
+    "yolov5s": (tuple(catalogue_names()), ((256, 16), (512, 32))),  # every module of models/attention
     "yolov5x-p2": (("EMA", "CA", "CBAM"), ((640, 16), (320, 8), (320, 4))),
 }
 

@@ -3,6 +3,7 @@
 Usage:
     python models/yolo.py --cfg models/yolov5s-ema.yaml            # layer table + summary line
     python models/yolo.py --cfg models/yolov5s-ema.yaml --profile  # time each layer
+    python models/yolo.py --cfg models/yolov5s.yaml --attention SimAM --save-yaml yolov5s-simam.yaml
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.ops import make_divisible
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img
 
-from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
+from models.attention import ATTENTION
+from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from utils import offline
 from utils.autoanchor import check_anchor_order
 
@@ -521,15 +523,24 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
 
 
 def run(cfg: str | Path | dict = "yolov5s.yaml", batch_size: int = 1, imgsz: int = 640, device: str = "cpu",
-        profile: bool = False, test: bool = False) -> Model:
+        profile: bool = False, test: bool = False, attention: str = "", save_yaml: str = "") -> Model:
     """Build ``cfg`` (printing its layer table and summary); ``profile`` times each layer on a ``batch_size`` x
-    ``imgsz`` input, ``test`` also builds every ``models/yolo*.yaml``. Returns the model."""
+    ``imgsz`` input, ``test`` also builds every ``models/yolo*.yaml``; ``attention`` inserts attention layers
+    (``NAME[@i,j]``, ``models/insert.py``) and ``save_yaml`` writes that YAML. Returns the model."""
     from ultralytics.utils.torch_utils import select_device
 
     from utils.cli import check_image_size, check_number
 
     check_number("--batch-size", batch_size, 1)
     check_image_size("--imgsz", imgsz, max_values=1)
+    if save_yaml and not attention:
+        raise ValueError("--save-yaml writes the model built with --attention; add --attention NAME")
+    if attention:
+        from models.insert import attention_cfg, write_attention_cfg
+
+        if save_yaml:
+            LOGGER.info(f"Saved {write_attention_cfg(cfg, attention, save_yaml)}")
+        cfg = attention_cfg(cfg, attention)
     dev = select_device(device, verbose=False)
     model = Model(cfg).to(dev)
     if profile:
@@ -551,6 +562,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
     parser.add_argument("--profile", action="store_true", help="time each layer")
     parser.add_argument("--test", action="store_true", help="build every models/yolo*.yaml")
+    parser.add_argument("--attention", default="", metavar="NAME[@i,j]",
+                        help="insert an attention module after Table 2's sites (the P4 and P5 backbone C3s), or after "
+                             "layers i, j of --cfg; later layer indices shift (models/insert.py)")
+    parser.add_argument("--save-yaml", default="", metavar="FILE", help="write the --attention model YAML to FILE")
     return parser.parse_args(argv)
 
 

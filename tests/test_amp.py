@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.common import ATTENTION
+from models.attention import ATTENTION
 from models.yolo import Model
 from utils.engine import load_hyp, split_hyp
 from utils.loss import ComputeLoss, scale_hyp_for_model
@@ -60,6 +60,9 @@ def test_module_forward_backward_under_autocast(name, cls, dtype):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 128, 3, padding=1)  # autocast runs it in low precision: the module gets its dtype
     m = cls(128).train()
+    for bn in m.modules():  # BatchNorm over a few pooled vectors (SK, CoT, BAM) turns rounding into gradient noise
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.eval()
     x = torch.randn(3, 16, 13, 17)
     m(conv(x)).square().mean().backward()
     grad32 = flat_grad(list(m.parameters()) + list(conv.parameters()))

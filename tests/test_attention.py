@@ -1,171 +1,243 @@
-"""Attention modules: shapes, gradients, errors, and agreement with straightforward re-statements of each formula."""
+"""Attention modules: each equals an independent re-statement of its paper's formula (float64, forward and backward,
+13x17, batch 1 and 3), runs under CPU autocast, traces size-independently, and rejects channel counts that do not
+fit its grouping with a clear ValueError."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from models.common import ATTENTION, CA, CBAM, ECA, EMA, SA, SE, build_attention, eca_kernel_size
-from tests.helpers import randomize
+from models.attention import (
+    ATTENTION,
+    BAM,
+    CA,
+    CAA,
+    CAM,
+    CBAM,
+    CPCA,
+    ECA,
+    ELA,
+    EMA,
+    GAM,
+    GC,
+    GE,
+    LSKA,
+    MHSA,
+    MLCA,
+    NAM,
+    PAM,
+    S2,
+    SA,
+    SE,
+    SGE,
+    SK,
+    SOCA,
+    BoT,
+    CoT,
+    CrissCross,
+    DANet,
+    DoubleAttention,
+    EffectiveSE,
+    LSKBlock,
+    ParNet,
+    PolarizedSA,
+    SequentialPolarizedSA,
+    SimAM,
+    Triplet,
+    build_attention,
+    eca_kernel_size,
+)
+from tests import attention_reference as ref
 
 torch.manual_seed(0)
 
 
-def hardswish(x):
-    return x * torch.clamp(x + 3, 0, 6) / 6
-
-
-def channel_norm(y, weight, bias, eps):
-    """GroupNorm with one channel per group: normalise each channel over its own pixels."""
-    mu = y.mean((-2, -1), keepdim=True)
-    var = ((y - mu) ** 2).mean((-2, -1), keepdim=True)
-    return (y - mu) / torch.sqrt(var + eps) * weight[:, None, None] + bias[:, None, None]
-
-
-def conv2d_loops(x, weight, bias=None):
-    """'Same'-padded stride-1 convolution of one image (C, H, W) by explicit sums over kernel offsets."""
-    co, ci, kh, kw = weight.shape
-    _, h, w = x.shape
-    xp = torch.zeros(ci, h + kh - 1, w + kw - 1, dtype=x.dtype)
-    xp[:, kh // 2: kh // 2 + h, kw // 2: kw // 2 + w] = x
-    out = torch.zeros(co, h, w, dtype=x.dtype)
-    for o in range(co):
-        for i in range(kh):
-            for j in range(kw):
-                out[o] += (weight[o, :, i, j, None, None] * xp[:, i:i + h, j:j + w]).sum(0)
-        if bias is not None:
-            out[o] += bias[o]
-    return out
-
-
-def ema_reference(m: EMA, x):
-    b, C, h, w = x.shape
-    G, c = m.groups, C // m.groups
-    W1, b1 = m.conv1x1.weight[:, :, 0, 0], m.conv1x1.bias
-    out = torch.empty_like(x)
-    for n in range(b):
-        for g in range(G):
-            xg = x[n, g * c:(g + 1) * c]
-            gate_h = torch.sigmoid(W1 @ xg.mean(2) + b1[:, None])  # (c, h): pooled along W
-            gate_w = torch.sigmoid(W1 @ xg.mean(1) + b1[:, None])  # (c, w): pooled along H
-            x1 = channel_norm(xg * gate_h[:, :, None] * gate_w[:, None, :], m.gn.weight, m.gn.bias, m.gn.eps)
-            x2 = conv2d_loops(xg, m.conv3x3.weight, m.conv3x3.bias)
-            a1 = torch.softmax(x1.mean((1, 2)), 0)
-            a2 = torch.softmax(x2.mean((1, 2)), 0)
-            weight_map = (a1[:, None, None] * x2).sum(0) + (a2[:, None, None] * x1).sum(0)
-            out[n, g * c:(g + 1) * c] = xg * torch.sigmoid(weight_map)
-    return out
-
-
-def ca_reference(m: CA, x):
-    b, C, h, w = x.shape
-    W1, b1 = m.conv1.weight[:, :, 0, 0], m.conv1.bias
-    bn = m.bn1
-    out = torch.empty_like(x)
-    for n in range(b):
-        pooled = torch.cat((x[n].mean(2), x[n].mean(1)), 1)  # (C, h + w)
-        z = W1 @ pooled + b1[:, None]
-        z = (z - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
-        z = z * bn.weight[:, None] + bn.bias[:, None]
-        z = hardswish(z)
-        a_h = torch.sigmoid(m.conv_h.weight[:, :, 0, 0] @ z[:, :h] + m.conv_h.bias[:, None])  # (C, h)
-        a_w = torch.sigmoid(m.conv_w.weight[:, :, 0, 0] @ z[:, h:] + m.conv_w.bias[:, None])  # (C, w)
-        out[n] = x[n] * a_h[:, :, None] * a_w[:, None, :]
-    return out
-
-
-def cbam_reference(m: CBAM, x):
-    W1 = m.channel_attention.fc1.weight[:, :, 0, 0]
-    W2 = m.channel_attention.fc2.weight[:, :, 0, 0]
-    out = torch.empty_like(x)
-    for n in range(x.shape[0]):
-        avg, mx = x[n].mean((1, 2)), x[n].flatten(1).max(1).values
-        gate = torch.sigmoid(W2 @ torch.relu(W1 @ avg) + W2 @ torch.relu(W1 @ mx))
-        y = x[n] * gate[:, None, None]
-        maps = torch.stack((y.mean(0), y.max(0).values))
-        out[n] = y * torch.sigmoid(conv2d_loops(maps, m.spatial_attention.conv.weight))[0]
-    return out
-
-
-def sa_reference(m: SA, x):
-    b, C, h, w = x.shape
-    G = m.groups
-    cg, half = C // G, C // (2 * G)
-    grouped = torch.empty_like(x)
-    for n in range(b):
-        for g in range(G):
-            xc = x[n, g * cg: g * cg + half]
-            xs = x[n, g * cg + half: (g + 1) * cg]
-            cw, cb = m.cweight.view(-1), m.cbias.view(-1)
-            sw, sb = m.sweight.view(-1), m.sbias.view(-1)
-            gate_c = torch.sigmoid(cw * xc.mean((1, 2)) + cb)
-            yc = xc * gate_c[:, None, None]
-            xs_norm = channel_norm(xs, m.gn.weight, m.gn.bias, m.gn.eps)
-            ys = xs * torch.sigmoid(sw[:, None, None] * xs_norm + sb[:, None, None])
-            grouped[n, g * cg: g * cg + half] = yc
-            grouped[n, g * cg + half: (g + 1) * cg] = ys
-    out = torch.empty_like(x)
-    for k in range(C):  # channel shuffle with 2 groups: output 2j + i <- input i * C/2 + j
-        i, j = k % 2, k // 2
-        out[:, k] = grouped[:, i * (C // 2) + j]
-    return out
-
-
-def eca_reference(m: ECA, x):
-    wk = m.conv.weight.view(-1)
-    k = wk.numel()
-    b, C = x.shape[:2]
-    out = torch.empty_like(x)
-    for n in range(b):
-        avg = x[n].mean((1, 2))
-        y = torch.zeros(C, dtype=x.dtype)
-        for c in range(C):
-            for t in range(k):
-                src = c + t - k // 2
-                if 0 <= src < C:
-                    y[c] += wk[t] * avg[src]
-        out[n] = x[n] * torch.sigmoid(y)[:, None, None]
-    return out
-
-
-def se_reference(m: SE, x):
-    out = torch.empty_like(x)
-    for n in range(x.shape[0]):
-        z = torch.relu(m.fc1.weight[:, :, 0, 0] @ x[n].mean((1, 2)) + m.fc1.bias)
-        gate = torch.sigmoid(m.fc2.weight[:, :, 0, 0] @ z + m.fc2.bias)
-        out[n] = x[n] * gate[:, None, None]
-    return out
-
-
-CASES = [
-    (EMA, {"factor": 8}, ema_reference),
-    (CA, {}, ca_reference),
-    (CBAM, {"ratio": 8}, cbam_reference),
-    (SA, {"groups": 8}, sa_reference),
-    (ECA, {}, eca_reference),
-    (SE, {"ratio": 8}, se_reference),
-]
-
-
-@pytest.mark.parametrize("cls, kwargs, reference", CASES, ids=lambda v: getattr(v, "__name__", ""))
-def test_matches_reference_formula(cls, kwargs, reference):
-    m = randomize(cls(64, **kwargs)).double()
-    x = torch.randn(2, 64, 7, 9, dtype=torch.float64)
+def randomize(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Random parameters (weights ~ 1/sqrt(fan-in)) and BN statistics, so an identity-like init cannot hide a bug."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        assert torch.allclose(m(x), reference(m, x), atol=1e-10, rtol=1e-8)
+        for p in module.parameters():
+            scale = 1 / math.sqrt(p[0].numel()) if p.ndim > 1 else 0.5
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+        for name, b in module.named_buffers():
+            if name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    return module.eval()
 
 
-@pytest.mark.parametrize("name", ["EMA", "CA", "CBAM", "SA", "ECA", "SE"])
+# (id, builder taking the channel count, reference) -- every class of the registry at least once
+CASES = [
+    ("EMA", partial(EMA, factor=8), ref.ema),
+    ("CA", CA, ref.ca),
+    ("CBAM", partial(CBAM, ratio=8), ref.cbam),
+    ("SA", partial(SA, groups=8), ref.sa),
+    ("ECA", ECA, ref.eca),
+    ("SE", partial(SE, ratio=8), ref.se),
+    ("EffectiveSE", EffectiveSE, ref.effective_se),
+    ("NAM", NAM, ref.nam),
+    ("SimAM", SimAM, ref.simam),
+    ("SK", partial(SK, groups=8), ref.sk),
+    ("SK-3", partial(SK, branches=3, groups=4, min_dim=8), ref.sk),
+    ("Triplet", Triplet, ref.triplet),
+    ("GAM", GAM, ref.gam),
+    ("GC", partial(GC, ratio=8), ref.gc),
+    ("GC-mul", partial(GC, ratio=8, fusion="mul"), ref.gc),
+    ("SGE", partial(SGE, groups=8), ref.sge),
+    ("BAM", partial(BAM, ratio=8), ref.bam),
+    ("GE", GE, ref.ge),
+    ("GE-extent4", partial(GE, extent=4), ref.ge),
+    ("GE-theta4-plus", partial(GE, extent=4, extra_params=True, mlp=True, ratio=8), ref.ge),
+    ("PolarizedSA", PolarizedSA, ref.polarized),
+    ("SequentialPolarizedSA", SequentialPolarizedSA, ref.polarized_sequential),
+    ("S2", S2, ref.s2),
+    ("ParNet", ParNet, ref.parnet),
+    ("CrissCross", CrissCross, ref.criss_cross),
+    ("DoubleAttention", DoubleAttention, ref.double_attention),
+    ("CoT", CoT, ref.cot),
+    ("MHSA", partial(MHSA, max_offset=5), ref.mhsa),  # offsets beyond 5 clipped at 13x17
+    ("BoT", partial(BoT, e=0.5, max_offset=5), ref.bot),
+    ("ELA", ELA, ref.ela),
+    ("ELA-S", partial(ELA, phi="S"), ref.ela),
+    ("CPCA", CPCA, ref.cpca),
+    ("MLCA", MLCA, ref.mlca),
+    ("LSKA", LSKA, ref.lska),
+    ("LSKA-23", partial(LSKA, k_size=23), ref.lska),
+    ("LSKBlock", LSKBlock, ref.lsk_block),
+    ("CAA", CAA, ref.caa),
+    ("SOCA", SOCA, ref.soca),
+    ("PAM", PAM, ref.pam),
+    ("CAM", CAM, ref.cam),
+    ("DANet", DANet, ref.danet),
+]
+CHANNELS = 32
+IDS = [c[0] for c in CASES]
+
+
+def test_every_registered_module_has_a_reference_case():
+    covered = {type(build(CHANNELS)) for _, build, _ in CASES}
+    assert set(ATTENTION.values()) <= covered
+
+
 @pytest.mark.parametrize("batch", [1, 3])
-def test_shape_and_gradients_at_odd_sizes(name, batch):
-    m = build_attention(name, 128).train()
-    x = torch.randn(batch, 128, 13, 17, requires_grad=True)
-    y = m(x)
+@pytest.mark.parametrize("name, build, reference", CASES, ids=IDS)
+def test_matches_reference_formula_forward_and_backward(name, build, reference, batch):
+    m = randomize(build(CHANNELS)).double()
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, CHANNELS, 13, 17, dtype=torch.float64, generator=g).requires_grad_(True)
+    y, r = m(x), reference(m, x)
     assert y.shape == x.shape
-    y.square().mean().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for p in m.parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert torch.allclose(y, r, atol=1e-10, rtol=1e-8), (y - r).abs().max()
+    weights = torch.randn(y.shape, dtype=torch.float64, generator=g)
+    inputs = [x, *m.parameters()]
+    grads = torch.autograd.grad((y * weights).sum(), inputs, allow_unused=True)
+    grads_ref = torch.autograd.grad((r * weights).sum(), inputs, allow_unused=True)
+    for a, b in zip(grads, grads_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-9, rtol=1e-7), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("name, build, reference", CASES, ids=IDS)
+def test_trains_under_cpu_autocast(name, build, reference):
+    """bf16 autocast forward and backward in training mode: finite, and close to float32 in eval mode."""
+    m = randomize(build(CHANNELS))
+    x = torch.randn(3, CHANNELS, 13, 17, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y32 = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = m(x)
+        m.train()
+        xg = x.clone().requires_grad_(True)
+        m(xg).float().square().mean().backward()
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    err = (y16.float() - y32).abs().max() / y32.abs().max()
+    assert err < 0.03, f"{name}: bf16 relative error {err:.3f}"
+
+
+@pytest.mark.parametrize("name, build, reference", CASES, ids=IDS)
+def test_trace_at_one_size_runs_at_another(name, build, reference):
+    """No adaptive pooling with None sizes and no Python-side shape branching: a trace at one size runs at others."""
+    m = randomize(build(CHANNELS))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, torch.randn(1, CHANNELS, 8, 8, generator=g), check_trace=False)
+        for shape in [(2, CHANNELS, 11, 5), (1, CHANNELS, 1, 1), (1, CHANNELS, 40, 24)]:
+            x = torch.randn(*shape, generator=g)
+            y = m(x)
+            assert y.shape == x.shape and torch.isfinite(y).all()
+            assert torch.allclose(traced(x), y, atol=1e-5), shape
+    assert not any("Adaptive" in type(s).__name__ for s in m.modules())
+
+
+@pytest.mark.parametrize("cls, c, kwargs, words", [
+    (EMA, 48, {}, "48 input channels"),
+    (EMA, 16, {}, "multiple of 32"),
+    (SA, 96, {}, "multiple of 128"),
+    (CBAM, 8, {}, "ratio"),
+    (SE, 8, {}, "ratio"),
+    (ECA, 64, {"k_size": 4}, "odd"),
+    (SK, 48, {}, "multiple of 32"),
+    (SK, 64, {"branches": 1}, "at least 2"),
+    (Triplet, 64, {"kernel_size": 6}, "odd"),
+    (GAM, 2, {}, "rate"),
+    (GC, 8, {}, "ratio"),
+    (GC, 64, {"fusion": "concat"}, "fusion"),
+    (SGE, 96, {}, "multiple of 64"),
+    (BAM, 8, {}, "ratio"),
+    (GE, 64, {"extent": 3}, "power of two"),
+    (GE, 64, {"extra_params": True}, "fixed feature size"),
+    (PolarizedSA, 33, {}, "multiple of 2"),
+    (SequentialPolarizedSA, 33, {}, "SequentialPolarizedSA"),
+    (S2, 30, {}, "multiple of 4"),
+    (CrissCross, 4, {}, "ratio"),
+    (DoubleAttention, 2, {}, "reduction"),
+    (CoT, 36, {}, "multiple of 8"),
+    (MHSA, 30, {}, "heads=4"),
+    (BoT, 60, {}, "inner width is 15"),
+    (ELA, 24, {}, "16 GroupNorm groups"),
+    (ELA, 64, {"phi": "X"}, "unknown version"),
+    (CPCA, 2, {}, "ratio"),
+    (LSKA, 64, {"k_size": 9}, "k_size must be one of 7, 11, 23"),
+    (LSKBlock, 33, {}, "multiple of 2"),
+    (CAA, 64, {"h_kernel_size": 10}, "odd"),
+    (SOCA, 4, {}, "ratio"),
+    (PAM, 4, {}, "ratio"),
+    (DANet, 4, {}, "ratio"),
+])
+def test_bad_channels_raise_clear_error(cls, c, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        cls(c, **kwargs)
+
+
+def test_registry_picks_modules_by_name():
+    assert isinstance(build_attention("ema", 64, 8), EMA)
+    assert isinstance(build_attention("CoordAtt", 64), CA)
+    assert isinstance(build_attention("simam", 64), SimAM) and isinstance(build_attention("A2", 64), DoubleAttention)
+    assert ATTENTION["ShuffleAttention"] is SA and ATTENTION["GAM_Attention"] is GAM
+    assert build_attention("GE", 64, extent=8).extent == 8
+    with pytest.raises(ValueError, match="unknown attention module 'NotAThing'; known modules: .*SimAM"):
+        build_attention("NotAThing", 64)
+
+
+def test_every_module_says_whether_it_gates_its_input():
+    """``gate`` decides whether detect.py draws a heat map: True exactly when the output is the input times weights."""
+    for cls in set(ATTENTION.values()):
+        assert isinstance(cls.gate, bool), cls.__name__
+    not_gates = {SK, S2, ParNet, CrissCross, DoubleAttention, CoT, MHSA, BoT, PAM, CAM, DANet, GC}
+    assert {cls for cls in set(ATTENTION.values()) if not cls.gate} == not_gates
+    assert GC(64, fusion="mul").gate and not GC(64).gate
+
+
+def test_gc_and_self_attention_start_as_identity():
+    """GC (add fusion), CrissCross, PAM, CAM and DANet start as the identity, as in their papers' code."""
+    x = torch.randn(2, 64, 9, 7)
+    for m in (GC(64), CrissCross(64), PAM(64), CAM(64), DANet(64)):
+        with torch.no_grad():
+            assert torch.allclose(m.eval()(x), x), type(m).__name__
 
 
 @pytest.mark.parametrize("c, expected", [(256, 672), (512, 2624)])
@@ -191,37 +263,6 @@ def test_eca_adaptive_kernel(c, k):
     assert eca_kernel_size(c) == k == (t if t % 2 else t + 1)
 
 
-@pytest.mark.parametrize("cls, c, kwargs, words", [
-    (EMA, 48, {}, "48 input channels"),
-    (EMA, 16, {}, "multiple of 32"),
-    (SA, 96, {}, "multiple of 128"),
-    (CBAM, 8, {}, "ratio"),
-    (SE, 8, {}, "ratio"),
-    (ECA, 64, {"k_size": 4}, "odd"),
-])
-def test_bad_channels_raise_clear_error(cls, c, kwargs, words):
-    with pytest.raises(ValueError, match=words):
-        cls(c, **kwargs)
-
-
-def test_registry_picks_modules_by_name():
-    assert isinstance(build_attention("ema", 64, 8), EMA)
-    assert isinstance(build_attention("CoordAtt", 64), CA)
-    assert ATTENTION["ShuffleAttention"] is SA
-    with pytest.raises(ValueError, match="unknown attention module 'NotAThing'"):
-        build_attention("NotAThing", 64)
-
-
-@pytest.mark.parametrize("name", ["EMA", "CA", "CBAM", "SA", "ECA", "SE"])
-def test_modules_trace_and_export_friendly(name):
-    """No adaptive pooling with None sizes and no shape branching: a trace at one size runs at another."""
-    m = build_attention(name, 128).eval()
-    traced = torch.jit.trace(m, torch.randn(1, 128, 8, 8))
-    x = torch.randn(2, 128, 11, 5)
-    assert torch.allclose(traced(x), m(x), atol=1e-6)
-    assert not any(isinstance(s, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d)) for s in m.modules())
-
-
 def test_ema_groups_independent():
     """Changing one group's channels must not change another group's output (groups are folded into the batch)."""
     m = EMA(64, factor=8).eval()
@@ -233,18 +274,12 @@ def test_ema_groups_independent():
     assert d[:, :8].max() > 1e-3 and d[:, 8:].max() == 0
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter, which export.py uses
-@pytest.mark.parametrize("name", ["EMA", "CA", "CBAM", "SA", "ECA", "SE"])
-def test_modules_export_to_onnx_with_dynamic_shapes(name, tmp_path):
-    import onnxruntime as ort
 
-    m = randomize(build_attention(name, 128)).eval()
-    f = tmp_path / f"{name}.onnx"
-    torch.onnx.export(m, torch.randn(1, 128, 8, 8), str(f), input_names=["x"], output_names=["y"], opset_version=17,
-                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
-    session = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-    for shape in [(1, 128, 8, 8), (3, 128, 13, 7)]:
-        x = torch.randn(*shape)
-        with torch.no_grad():
-            assert torch.allclose(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), m(x), atol=1e-4)
 
+@pytest.mark.parametrize("n_in, n_out", [(13, 5), (17, 5), (5, 13), (5, 17), (4, 5), (1, 5), (5, 1), (40, 5)])
+def test_adaptive_pool_matrix_equals_torch_adaptive_pooling(n_in, n_out):
+    from models.attention.mlca import adaptive_pool_matrix
+
+    x = torch.randn(2, 3, n_in, 7, dtype=torch.float64)
+    ours = torch.einsum("oi,bciw->bcow", adaptive_pool_matrix(n_in, n_out, x), x)
+    assert torch.allclose(ours, torch.nn.functional.adaptive_avg_pool2d(x, (n_out, 7)))

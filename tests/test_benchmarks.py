@@ -13,6 +13,7 @@ import torch
 import benchmarks
 from bench import BenchmarkError, common, deploy, model_bench, module_bench, paper, report, timing
 from utils import allocator
+from utils.module_cost import catalogue_names, forward_gflops, module_cost
 
 TABLE2 = paper.GROUPS["s"] + paper.GROUPS["x-p2"]
 
@@ -186,9 +187,23 @@ def test_modules_tiny(tmp_path):
     rows = module_bench.run_modules(imgsz=64, repeats=1, warmup=0, project=tmp_path, stock_malloc=True)
     sites = module_bench.module_sites(64)
     assert len(rows) == len(sites)
-    assert {r["module"] for r in rows} == {"EMA", "CA", "CBAM", "SA", "ECA"}
+    assert {r["module"] for r in rows} == set(catalogue_names()) and len(catalogue_names()) == 35
     for r in rows:
-        assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
+        assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 and r["params"] >= 0 and r["gflops"] >= 0
+    assert {r["note"] for r in rows if r["module"] in ("SK", "BAM", "CoT")} == {"fwd+bwd with BatchNorm in eval mode"}
     assert {r["shape"] for r in rows if r["module"] == "EMA"} == {"1x256x4x4", "1x512x2x2", "1x640x4x4", "1x320x8x8",
                                                                  "1x320x16x16"}
     assert (tmp_path / "modules" / "modules.csv").is_file()
+
+
+def test_module_gflops_count_every_matrix_product():
+    """DANet's position attention at 1x64x8x8, by hand: three 1x1 convs and two products over the 64 pixels."""
+    from models.attention import PAM
+
+    hw, c, c8 = 64, 64, 8
+    expected = 2 * hw * (c * c8 * 2 + c * c) + 2 * hw * hw * c8 + 2 * c * hw * hw
+    assert forward_gflops(PAM(64), torch.zeros(1, 64, 8, 8)) * 1e9 == expected
+    ema = module_cost("EMA", 256, 4)  # 32 groups of 8 channels: 1x1 and 3x3 convs, then the two cross-spatial products
+    convs = 2 * 32 * (8 * 8 * (4 + 4) + 8 * 8 * 9 * 16)
+    assert ema["gflops"] * 1e9 == convs + 2 * 32 * 2 * 8 * 16 and ema["params"] == 672 and ema["trains"]
+    assert not module_cost("SK", 256, 4)["trains"] and module_cost("SK", 256, 4, batch=2)["trains"]

@@ -221,3 +221,20 @@ def test_bad_files_give_one_clear_error(tmp_path, kind, yolov5n):
         load_checkpoint(f)
     msg = str(e.value)
     assert str(f) in msg and "expected" in msg and "\n" not in msg
+
+
+def test_checkpoint_pickled_with_attention_in_models_common_loads(tmp_path, monkeypatch):
+    """Files saved before the attention modules moved to models/attention/ name them `models.common.EMA`."""
+    from models.attention import EMA
+
+    model = build("yolov5s-ema.yaml", seed=4)
+    monkeypatch.setattr(EMA, "__module__", "models.common")  # pickle the class under its old path
+    f = tmp_path / "old.pt"
+    torch.save({"epoch": 1, "model": deepcopy(model).half(), "ema": None}, f)
+    assert b"models.common\nEMA" in zipfile.ZipFile(f).read("old/data.pkl")
+    monkeypatch.undo()
+    loaded = load_model(f, fuse=False)
+    assert isinstance(loaded.model[7], EMA)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert (model.half().float()(x)[0] - loaded(x)[0]).abs().max() < 1e-3

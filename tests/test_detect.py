@@ -21,13 +21,14 @@ NAMES = {0: "car", 1: "bus", 2: "person"}
 FPS, FRAMES = 12.0, 8
 
 
-def tiny_ema_model() -> Model:
-    """yolov5s-ema's topology at yolov5n width (fast), 3 classes, with random weights that still give varied boxes.
+def tiny_ema_model(cfg: dict | None = None) -> Model:
+    """yolov5s-ema's topology (or ``cfg``'s) at yolov5n width (fast), 3 classes, with random weights that still give
+    varied boxes.
 
     BatchNorm statistics are set from one batch (so features do not fade through the random layers) and the head is
     biased towards confident boxes.
     """
-    cfg = yaml.safe_load((ROOT / "models" / "yolov5s-ema.yaml").read_text())
+    cfg = cfg or yaml.safe_load((ROOT / "models" / "yolov5s-ema.yaml").read_text())
     cfg.update(nc=3, width_multiple=0.25)
     torch.manual_seed(0)
     model = Model(cfg, verbose=False)
@@ -170,3 +171,38 @@ def test_bad_inputs_give_clear_messages(assets, cli_error, tmp_path):
                     ["--weights", str(not_ckpt), "--source", str(assets["src"]), "--project", str(tmp_path / "runs")])
     assert str(not_ckpt) in err and "checkpoint" in err
     assert not list((tmp_path / "runs").glob("exp*"))  # no run folder is left for runs that could not start
+
+
+def test_heat_maps_for_gating_modules_only(assets):
+    """New modules: a map for each module that gates its input (SimAM, LSKA), none for self-attention (MHSA)."""
+    from models.insert import insert_attention
+
+    cfg = yaml.safe_load((ROOT / "models" / "yolov5s.yaml").read_text())
+    cfg = insert_attention(insert_attention(insert_attention(cfg, "SimAM", [4]), "MHSA", [7]), "LSKA", [10])
+    weights = assets["dir"] / "tiny-catalogue.pt"
+    torch.save({"epoch": 0, "model": None, "ema": deepcopy(tiny_ema_model(cfg)).half()}, weights)
+    save_dir = detect.run(weights=str(weights), source=str(assets["src"] / "a.png"), imgsz=[128], attention=True,
+                          project=assets["dir"] / "runs-catalogue")
+    maps = sorted(p.name for p in (save_dir / "attention").glob("*.jpg"))
+    assert maps == ["a_layer11_LSKA.jpg", "a_layer5_SimAM.jpg"]
+    assert cv2.imread(str(save_dir / "attention" / maps[0])).shape == (120, 160, 3)
+
+
+def test_attention_recorder_maps_every_gating_module():
+    """Every registered gate gives its effective gate sum|out| / sum|in| per pixel; other modules are not hooked."""
+    from models.attention import ATTENTION, build_attention
+    from utils.visualize import AttentionRecorder
+
+    x = torch.randn(2, 128, 9, 11)
+    for name, cls in {cls.__name__: cls for cls in ATTENTION.values()}.items():
+        m = torch.nn.Sequential(build_attention(name, 128)).eval()
+        rec = AttentionRecorder(m)
+        with torch.no_grad():
+            y = m(x)
+        if not cls.gate:
+            assert not rec.handles and not rec.records, name
+            continue
+        (label, gate), = rec.records.items()
+        assert label == f"0_{name}" and gate.shape == (2, 9, 11), name
+        assert torch.allclose(gate, y.abs().sum(1) / x.abs().sum(1), rtol=1e-4), name
+        rec.remove()

@@ -15,7 +15,7 @@ import yaml
 
 import train
 import val
-from models.common import ATTENTION
+from models.attention import ATTENTION
 from utils.dataprep import make_shapes_dataset
 
 pytestmark = [pytest.mark.gpu,

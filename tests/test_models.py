@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from bench.paper import PAPER  # the paper's Table 2 (params in M, GFLOPs, mAP)
-from models.common import CA, CBAM, EMA, SA, Conv
+from models.attention import CA, CBAM, EMA, SA
+from models.common import Conv
 from models.yolo import Model, ModelYAMLError, count_flops, main
 
 ROOT = Path(__file__).resolve().parents[1]

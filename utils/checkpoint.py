@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.common import ATTENTION
+from models.attention import ATTENTION
 from models.yolo import Detect, Model
 
 CHECKPOINT_HELP = ("expected a PyTorch .pt checkpoint saved by train.py (keys 'model'/'ema') or an official "

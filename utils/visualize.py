@@ -2,10 +2,12 @@
 
 Both work by forward hooks, so they need the PyTorch model (``.pt`` weights), and both are generic:
 
-* ``AttentionRecorder`` hooks every attention module (EMA, CA, CBAM, SA, ECA, SE: anything in ``ATTENTION``) and
-  derives a spatial map of its *effective gate*: per pixel, ``sum_c |out| / sum_c |in|``, i.e. the input-weighted
-  mean of the multiplicative weights the module applied there. That works for gates of any shape (per pixel, per
-  row/column, per channel) and is unaffected by channel shuffles (SA).
+* ``AttentionRecorder`` hooks every attention module whose output gates its input (``gate = True`` in
+  ``models/attention``: EMA, CA, CBAM, SA, ECA, SE, SimAM, GAM, LSKA...) and derives a spatial map of its *effective
+  gate*: per pixel, ``sum_c |out| / sum_c |in|``, i.e. the input-weighted mean of the multiplicative weights the
+  module applied there. That works for gates of any shape (per pixel, per row/column, per channel) and is unaffected
+  by channel shuffles (SA). Modules that compute new features (self-attention, branch mixtures: MHSA, CoT, SK...)
+  have no such gate and get no map.
 * ``FeatureRecorder`` hooks every layer of ``model.model`` and saves the first channels of its output as a grid.
 """
 
@@ -19,16 +21,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import ATTENTION
+from models.attention import ATTENTION
 
 ATTENTION_TYPES = tuple(set(ATTENTION.values()))
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(label, module)`` for each attention module, labelled like ``layer7_EMA`` (nested ones by their path)."""
+    """``(label, module)`` for each gating attention module, labelled like ``layer7_EMA`` (nested ones by path)."""
     found = []
     for name, m in model.named_modules():
-        if isinstance(m, ATTENTION_TYPES):
+        if isinstance(m, ATTENTION_TYPES) and m.gate:
             parts = name.split(".")
             label = f"layer{'_'.join(parts[1:])}" if parts[0] == "model" else name.replace(".", "_")
             found.append((f"{label}_{type(m).__name__}", m))
