@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import math
 import sys
+from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 
@@ -29,7 +31,9 @@ from ultralytics.utils import LOGGER  # noqa: E402
 from ultralytics.utils.ops import make_divisible  # noqa: E402
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img  # noqa: E402
 
-from models.common import ATTENTION, C3, SPP, SPPF, THOP_CUSTOM_OPS, Bottleneck, Concat, Conv, Focus  # noqa: E402
+from models.common import (  # noqa: E402
+    ATTENTION, C3, C3SPP, SPP, SPPF, THOP_CUSTOM_OPS, Bottleneck, BottleneckCSP, C3Ghost, C3TR, C3x, Concat, Contract,
+    Conv, CrossConv, DWConv, Expand, Focus, GhostBottleneck, GhostConv)
 from utils.autoanchor import check_anchor_order  # noqa: E402
 
 offline.configure()
@@ -257,11 +261,47 @@ def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
 # YAML parsing
 # ----------------------------------------------------------------------------------------------------
 
-# Blocks whose first argument is the output channel count (scaled by width_multiple).
-CHANNEL_BLOCKS = {"Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPP": SPP, "SPPF": SPPF, "Focus": Focus}
-# Blocks that repeat their inner bottleneck n times (depth_multiple scales n).
-REPEAT_BLOCKS = {C3}
-MODULES: dict[str, type[nn.Module]] = {**CHANNEL_BLOCKS, "Concat": Concat, "Detect": Detect, **ATTENTION}
+# Our blocks by the name a YAML gives them (torch layers are written ``nn.<Name>``).
+MODULES: dict[str, type[nn.Module]] = {
+    "Conv": Conv, "DWConv": DWConv, "GhostConv": GhostConv, "CrossConv": CrossConv, "Focus": Focus,
+    "Bottleneck": Bottleneck, "BottleneckCSP": BottleneckCSP, "GhostBottleneck": GhostBottleneck,
+    "C3": C3, "C3x": C3x, "C3TR": C3TR, "C3SPP": C3SPP, "C3Ghost": C3Ghost, "SPP": SPP, "SPPF": SPPF,
+    "Concat": Concat, "Contract": Contract, "Expand": Expand, "Detect": Detect, **ATTENTION,
+}
+# Layers built as ``m(c1, c2, *args)``: the YAML's first argument is the output channel count, scaled by
+# ``width_multiple`` and rounded up to a multiple of 8 (or of the YAML's ``channel_multiple``).
+CHANNEL_BLOCKS: set[type[nn.Module]] = {
+    Conv, DWConv, GhostConv, CrossConv, Focus, Bottleneck, BottleneckCSP, GhostBottleneck,
+    C3, C3x, C3TR, C3SPP, C3Ghost, SPP, SPPF, nn.ConvTranspose2d,
+}
+# Of those, the blocks whose YAML ``number`` (scaled by ``depth_multiple``) is their inner repeat count, passed as the
+# third constructor argument. Any other layer with a number n > 1 is stacked n times in an nn.Sequential.
+REPEAT_BLOCKS: set[type[nn.Module]] = {BottleneckCSP, C3, C3x, C3TR, C3Ghost}
+# Layers built from their input channel count alone.
+INPUT_CHANNEL_LAYERS: set[type[nn.Module]] = {nn.BatchNorm2d}
+
+
+def _gain(args: list) -> int:
+    gain = args[0] if args else 2
+    if not isinstance(gain, int) or gain < 1:
+        raise ValueError(f"the gain must be a positive integer, got {gain!r}")
+    return gain
+
+
+def _expand_channels(c_in: list[int], args: list) -> int:
+    g2 = _gain(args) ** 2
+    if c_in[0] % g2:
+        raise ValueError(f"Expand: {c_in[0]} input channels cannot be spread over {g2} positions; "
+                         f"give it a multiple of {g2} channels")
+    return c_in[0] // g2
+
+
+# Output channels of the layers built from their YAML arguments as written (any other such layer: its input's).
+OUTPUT_CHANNELS: dict[type[nn.Module], Callable[[list[int], list], int]] = {
+    Concat: lambda c_in, args: sum(c_in),
+    Contract: lambda c_in, args: c_in[0] * _gain(args) ** 2,
+    Expand: _expand_channels,
+}
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
 
 
@@ -270,12 +310,16 @@ class ModelYAMLError(ValueError):
 
 
 def resolve_cfg(cfg: str | Path) -> Path:
-    """Find a model YAML given a path, or a bare name looked up in ``models/``."""
+    """Find a model YAML given a path, or a bare name looked up in ``models/`` and ``models/hub/``."""
     p = Path(cfg)
-    for candidate in (p, ROOT / "models" / p.name, (ROOT / "models" / p.name).with_suffix(".yaml")):
+    candidates = [p]
+    for folder in (ROOT / "models", ROOT / "models" / "hub"):
+        candidates += [folder / p.name, (folder / p.name).with_suffix(".yaml")]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"model YAML '{cfg}' not found (looked in the working directory and {ROOT / 'models'})")
+    raise FileNotFoundError(f"model YAML '{cfg}' not found (looked in the working directory, {ROOT / 'models'} and "
+                            f"{ROOT / 'models' / 'hub'})")
 
 
 def load_model_yaml(path: str | Path) -> dict:
@@ -324,15 +368,92 @@ def _attention_args(m: type[nn.Module], args: list, c1: int, gw: float) -> list:
     return [c1, *args]
 
 
+ACTIVATION_HELP = "write e.g. 'activation: nn.LeakyReLU(0.1)': a torch.nn activation layer with literal arguments"
+
+
+def parse_activation(spec: str, where: str = "model YAML") -> Callable[[], nn.Module]:
+    """The top-level ``activation:`` key (``nn.LeakyReLU(0.1)``, ``nn.SiLU()``...) as a factory of that layer.
+
+    The text is parsed, never evaluated: the name must be an activation layer of ``torch.nn`` (or ``nn.Identity``) and
+    the arguments literals.
+    """
+    text = str(spec).strip()
+    try:
+        node = ast.parse(text, mode="eval").body
+        args, kwargs = [], {}
+        if isinstance(node, ast.Call):
+            if any(k.arg is None for k in node.keywords):
+                raise ValueError("** arguments")
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            node = node.func
+        name = ast.unparse(node)
+    except (SyntaxError, ValueError, TypeError) as e:
+        raise ModelYAMLError(f"{where}: activation '{text}' cannot be read ({e}); {ACTIVATION_HELP}") from None
+    cls = getattr(nn, name.removeprefix("torch.").removeprefix("nn."), None) if name.startswith(("nn.", "torch.nn.")) else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)
+            and (cls.__module__ == "torch.nn.modules.activation" or cls is nn.Identity)):
+        raise ModelYAMLError(f"{where}: activation '{text}' is not a torch.nn activation layer; {ACTIVATION_HELP}")
+    factory = functools.partial(cls, *args, **kwargs)
+    try:
+        factory()
+    except (TypeError, ValueError) as e:
+        raise ModelYAMLError(f"{where}: activation '{text}': {e}; {ACTIVATION_HELP}") from None
+    return factory
+
+
+@contextlib.contextmanager
+def default_activation(factory: Callable[[], nn.Module] | None):
+    """Within the block, ``Conv(..., act=True)`` layers get ``factory()`` (``None``: leave the default alone)."""
+    previous = Conv.default_act
+    if factory is not None:
+        Conv.default_act = factory
+    try:
+        yield
+    finally:
+        Conv.default_act = previous
+
+
+def _layer_args(m: type[nn.Module], args: list, c_in: list[int], n: int, gw: float, ch_mul: int,
+                no: int) -> tuple[list, int, int]:
+    """Constructor arguments, output channels and stack count of one YAML layer with input channels ``c_in``."""
+    c1 = c_in[0]
+    if m in CHANNEL_BLOCKS:
+        if len(c_in) != 1:
+            raise ValueError(f"{m.__name__} takes one input, got {len(c_in)}")
+        if not args or not isinstance(args[0], int) or isinstance(args[0], bool):
+            raise ValueError(f"{m.__name__}'s first argument must be its output channel count, got {args}")
+        c2 = args[0] if args[0] == no else make_divisible(args[0] * gw, ch_mul)  # a Detect-sized output stays as is
+        args = [c1, c2, *args[1:]]
+        if m in REPEAT_BLOCKS:
+            args.insert(2, n)
+            n = 1
+        return args, c2, n
+    if m in INPUT_CHANNEL_LAYERS:
+        return [c1], c1, n
+    if m is Detect:
+        args = [*args, c_in]
+        if isinstance(args[1], int):  # anchor count only: placeholders until AutoAnchor computes them
+            args[1] = [list(range(args[1] * 2))] * len(c_in)
+        return args, c1, n
+    if m in ATTENTION.values():
+        return _attention_args(m, args, c1, gw), c1, n
+    return args, OUTPUT_CHANNELS.get(m, lambda c, a: c[0])(c_in, args), n
+
+
 def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
     """Build the layers of a YOLOv5 YAML dict; returns ``(nn.Sequential of layers, indices whose outputs are kept)``."""
     where_file = d.get("yaml_file") or "model YAML"
     nc, gd, gw = d["nc"], d["depth_multiple"], d["width_multiple"]
+    ch_mul = d.get("channel_multiple") or 8
+    act = parse_activation(d["activation"], f"{where_file}: 'activation'") if d.get("activation") else None
     anchors = d["anchors"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, (list, tuple)) else anchors
     no = na * (nc + 5)
     names = {"nc": nc, "anchors": anchors}
     if verbose:
+        if act is not None:
+            LOGGER.info(f"activation: {d['activation']}")
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     rows = list(d["backbone"]) + list(d["head"])
@@ -352,40 +473,22 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         if not isinstance(n, int) or n < 1:
             raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
         n = max(round(n * gd), 1) if n > 1 else n
+        n_ = n
 
         try:
-            if m in CHANNEL_BLOCKS.values():
-                c1, c2 = ch[f], args[0]
-                if c2 != no:
-                    c2 = make_divisible(c2 * gw, 8)
-                args = [c1, c2, *args[1:]]
-                if m in REPEAT_BLOCKS:
-                    args.insert(2, n)
-                    n = 1
-            elif m is nn.BatchNorm2d:
-                args = [ch[f]]
-            elif m is Concat:
-                c2 = sum(ch[x] for x in froms)
-            elif m is Detect:
-                args.append([ch[x] for x in froms])
-                if isinstance(args[1], int):  # anchor count only: placeholders until AutoAnchor
-                    args[1] = [list(range(args[1] * 2))] * len(froms)
-            elif m in ATTENTION.values():
-                c2 = ch[f]
-                args = _attention_args(m, args, c2, gw)
-            else:
-                c2 = ch[f]
-            m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
+            args, c2, n = _layer_args(m, args, [ch[x] for x in froms], n, gw, ch_mul, no)
+            with default_activation(act):
+                m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
         except ModelYAMLError:
             raise
-        except (ValueError, TypeError, IndexError) as e:
+        except (ValueError, TypeError, IndexError, AssertionError) as e:
             raise ModelYAMLError(f"{where}: {e}") from e
 
         m_.i, m_.f = i, f
         m_.type = f"nn.{m.__name__}" if m.__module__.startswith("torch.nn") else m.__name__
         m_.np = sum(p.numel() for p in m_.parameters())
         if verbose:
-            LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
+            LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
         save.extend(x % i for x in froms if x != -1)
         layers.append(m_)
         if i == 0:
