@@ -152,6 +152,20 @@ class Model(BaseModel):
         self.train(training)
         return torch.tensor([s / r.shape[-3] for r in raw])
 
+    def _predict_once(self, x: torch.Tensor, *args, **kwargs):
+        """Ultralytics' layer loop; a failure on an image whose sides are not multiples of the largest stride (the
+        upsampled and lateral maps of the head then differ in size) is reported as such."""
+        try:
+            return super()._predict_once(x, *args, **kwargs)
+        except RuntimeError as e:
+            gs = int(self.stride.max()) if isinstance(getattr(self, "stride", None), torch.Tensor) else 0
+            h, w = x.shape[-2:]
+            if gs and (h % gs or w % gs):
+                raise RuntimeError(f"input of {h}x{w} pixels: this model needs heights and widths that are multiples of "
+                                   f"its largest stride {gs}, e.g. {math.ceil(h / gs) * gs}x{math.ceil(w / gs) * gs} "
+                                   f"(letterbox or resize the image)") from e
+            raise
+
     def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
         """Objectness prior of ~8 objects per 640 image, class prior 0.6/nc (YOLOv5's initialisation)."""
         m = self.model[-1]

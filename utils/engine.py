@@ -174,7 +174,11 @@ class YOLOv5Trainer(DetectionTrainer):
         if not self.resume and not isinstance(self.model, torch.nn.Module):
             self.model = build_model(self.args.model, self.data["nc"], self.loss_hyp, self.args.imgsz, weights,
                                      verbose=RANK in {-1, 0})
-            self.model._autoanchor_pending = autoanchor  # read once the training labels are loaded
+            # read once the training labels are loaded; anchors given only as a count in the YAML are always computed
+            counted = isinstance(self.model.yaml.get("anchors"), int)
+            if counted and not autoanchor:
+                LOGGER.warning(f"{self.args.model} gives 'anchors' only as a count: computing them despite --noautoanchor")
+            self.model._autoanchor_pending = "force" if counted else autoanchor
 
     # ----- model ------------------------------------------------------------------------------------
     def get_model(self, cfg=None, weights=None, verbose: bool = True) -> Model:
@@ -207,7 +211,8 @@ class YOLOv5Trainer(DetectionTrainer):
         if getattr(model, "_autoanchor_pending", False):
             from utils.autoanchor import check_anchors
 
-            check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz)
+            check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz,
+                          force=model._autoanchor_pending == "force")
         model._autoanchor_pending = False
 
     # ----- YOLOv5 v6.0 schedule -------------------------------------------------------------------
