@@ -67,15 +67,25 @@ class Bottleneck(nn.Module):
 
 
 class C3(nn.Module):
-    """CSP bottleneck with three convolutions: two 1x1 branches, n bottlenecks on one, fused by a 1x1."""
+    """CSP bottleneck with three convolutions: two 1x1 branches, n bottlenecks on one, fused by a 1x1.
 
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
+    Pruned models (the EMA paper's repository) set the branch widths apart: ``e`` may be a pair (bottleneck branch,
+    other branch) of fractions of ``base`` (default ``c2``), and ``rates`` gives each bottleneck's own expansion.
+    """
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1,
+                 e: float | tuple[float, float] = 0.5, *, base: int | None = None, rates: list[float] | None = None):
         super().__init__()
-        c_ = int(c2 * e)
+        e1, e2 = (e, e) if isinstance(e, (int, float)) else e
+        base = c2 if base is None else base
+        c_, c_side = int(base * e1), int(base * e2)
+        rates = [1.0] * n if rates is None else rates
+        if len(rates) < n:
+            raise ValueError(f"C3: {len(rates)} bottleneck rates for {n} bottlenecks")
         self.cv1 = Conv(c1, c_, 1, 1)
-        self.cv2 = Conv(c1, c_, 1, 1)
-        self.cv3 = Conv(2 * c_, c2, 1)
-        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
+        self.cv2 = Conv(c1, c_side, 1, 1)
+        self.cv3 = Conv(c_ + c_side, c2, 1)
+        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=rates[i]) for i in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
@@ -84,9 +94,9 @@ class C3(nn.Module):
 class SPP(nn.Module):
     """Spatial pyramid pooling (YOLOv3/v5.0): parallel max-pools of several kernel sizes."""
 
-    def __init__(self, c1: int, c2: int, k: tuple[int, ...] = (5, 9, 13)):
+    def __init__(self, c1: int, c2: int, k: tuple[int, ...] = (5, 9, 13), e: float = 0.5):
         super().__init__()
-        c_ = c1 // 2
+        c_ = int(c1 * e)  # e < 0.5 in pruned models
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
         self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
@@ -99,9 +109,9 @@ class SPP(nn.Module):
 class SPPF(nn.Module):
     """Fast SPP (v6.0): three chained k x k max-pools, equal to SPP(k, 2k-1, 3k-2); cv1 keeps its SiLU."""
 
-    def __init__(self, c1: int, c2: int, k: int = 5):
+    def __init__(self, c1: int, c2: int, k: int = 5, e: float = 0.5):
         super().__init__()
-        c_ = c1 // 2
+        c_ = int(c1 * e)  # e < 0.5 in pruned models
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_ * 4, c2, 1, 1)
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
@@ -209,14 +219,15 @@ class TransformerLayer(nn.Module):
 class TransformerBlock(nn.Module):
     """Feature map -> one token per pixel (plus a learned linear position embedding) -> transformer layers -> map.
 
-    A 1x1 Conv first adapts the channels when ``c1 != c2``.
+    A 1x1 Conv first adapts the channels when ``c1 != c2``. ``layer`` is the class of the transformer layers.
     """
 
-    def __init__(self, c1: int, c2: int, num_heads: int, num_layers: int):
+    def __init__(self, c1: int, c2: int, num_heads: int, num_layers: int, layer: type[nn.Module] | None = None):
         super().__init__()
+        layer = layer or TransformerLayer
         self.conv = Conv(c1, c2) if c1 != c2 else None
         self.linear = nn.Linear(c2, c2)
-        self.tr = nn.Sequential(*(TransformerLayer(c2, num_heads) for _ in range(num_layers)))
+        self.tr = nn.Sequential(*(layer(c2, num_heads) for _ in range(num_layers)))
         self.c2 = c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,12 @@ import argparse
 import ast
 import contextlib
 import functools
+import inspect
 import math
 import sys
 from collections.abc import Callable
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, 
 from models.common import (  # noqa: E402
     ATTENTION, C3, C3SPP, SPP, SPPF, THOP_CUSTOM_OPS, Bottleneck, BottleneckCSP, C3Ghost, C3TR, C3x, Concat, Contract,
     Conv, CrossConv, DWConv, Expand, Focus, GhostBottleneck, GhostConv)
+from models import paper_blocks as pb  # noqa: E402
 from utils.autoanchor import check_anchor_order  # noqa: E402
 
 offline.configure()
@@ -319,21 +322,92 @@ OUTPUT_CHANNELS: dict[type[nn.Module], Callable[[list[int], list], int]] = {
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
 
 
+@dataclass(frozen=True)
+class BlockSet:
+    """What a YAML's module names mean and how ``parse_model`` passes them their YAML arguments.
+
+    ``channel_blocks`` are built as ``m(c1, c2, *args)`` from a first YAML argument ``c2`` scaled by
+    ``width_multiple``; ``repeat_blocks`` take the YAML ``number`` as their inner repeat count; ``width_blocks`` also
+    take the unpruned scaled width as third argument (before the repeats); with ``prune_exempt`` set, a trailing float
+    argument of any other channel block multiplies its output channels (the pruned YAMLs of the EMA paper's code).
+    """
+
+    name: str
+    modules: dict[str, type[nn.Module]]
+    channel_blocks: frozenset[type[nn.Module]]
+    repeat_blocks: frozenset[type[nn.Module]]
+    width_blocks: frozenset[type[nn.Module]] = frozenset()
+    prune_exempt: frozenset[type[nn.Module]] | None = None
+
+
+YOLOV5_BLOCKS = BlockSet("yolov5", MODULES, frozenset(CHANNEL_BLOCKS), frozenset(REPEAT_BLOCKS))
+# The EMA paper's repository (YOLOonMe/EMA-attention-module): its own blocks under its names (models/paper_blocks.py)
+_REPLACED = {MODULES[k] for k in pb.PAPER_BLOCKS if k in MODULES}
+PAPER_BLOCK_SET = BlockSet(
+    "EMA-attention-module",
+    {**MODULES, **pb.PAPER_BLOCKS},
+    frozenset(CHANNEL_BLOCKS - _REPLACED - {nn.ConvTranspose2d} | {m for m in pb.PAPER_BLOCKS.values() if m is not pb.SeBlock}),
+    frozenset(REPEAT_BLOCKS - _REPLACED | {pb.PrunableC3, pb.C3TPH, pb.C3STR}),
+    width_blocks=frozenset({pb.PrunableC3}),
+    prune_exempt=frozenset({SPP, SPPF, pb.MBConvBlock}),
+)
+BLOCK_SETS = {b.name: b for b in (YOLOV5_BLOCKS, PAPER_BLOCK_SET)}
+PAPER_ONLY_NAMES = frozenset(pb.PAPER_BLOCKS) - frozenset(MODULES)
+PAPER_HINT = (f"if this YAML comes from the EMA paper's repository (YOLOonMe/EMA-attention-module), add "
+              f"'blocks: {PAPER_BLOCK_SET.name}' to it")
+
+
+def _yaml_arity(m: type[nn.Module]) -> int:
+    """How many YAML arguments YOLOv5's parse_model can pass to block ``m`` (its positional parameters after ``c1``,
+    less the repeat count it inserts itself)."""
+    params = [p for p in inspect.signature(m.__init__).parameters.values()
+              if p.kind == p.POSITIONAL_OR_KEYWORD][2:]  # self, c1
+    return len(params) - (m in REPEAT_BLOCKS)
+
+
+_YOLOV5_ARITY = {name: _yaml_arity(MODULES[name]) for name in {"Conv", *pb.PAPER_BLOCKS} & set(MODULES)}
+
+
+def _paper_row(row) -> bool:
+    """A layer only the paper repository's code can build: a block only it defines, more arguments than YOLOv5's
+    block of that name takes (its GhostBottleneck, its pruned C3), or a Conv ending in a float (a pruning factor)."""
+    _, _, name, args = row
+    args = args if isinstance(args, (list, tuple)) else [args]
+    if name in PAPER_ONLY_NAMES or len(args) > _YOLOV5_ARITY.get(name, len(args)):
+        return True
+    return name == "Conv" and bool(args) and isinstance(args[-1], float)
+
+
+def block_set_of(d: dict, where: str = "model YAML") -> BlockSet:
+    """The block set a YAML dict is written for: its ``blocks:`` key; else the paper repository's when a layer is one only
+    its code can build (``_paper_row``); else YOLOv5's."""
+    name = d.get("blocks")
+    if name is not None:
+        if name not in BLOCK_SETS:
+            raise ModelYAMLError(f"{where}: 'blocks: {name}' is not one of {', '.join(BLOCK_SETS)}")
+        return BLOCK_SETS[name]
+    rows = [r for r in list(d.get("backbone") or []) + list(d.get("head") or [])
+            if isinstance(r, (list, tuple)) and len(r) == 4]
+    if any(_paper_row(r) for r in rows):
+        return PAPER_BLOCK_SET
+    return YOLOV5_BLOCKS
+
+
 class ModelYAMLError(ValueError):
     """A model YAML that cannot be built; the message names the file, the line and the fix."""
 
 
 def resolve_cfg(cfg: str | Path) -> Path:
-    """Find a model YAML given a path, or a bare name looked up in ``models/`` and ``models/hub/``."""
+    """Find a model YAML given a path, or a bare name looked up in ``models/``, ``models/hub/`` and its subfolders."""
     p = Path(cfg)
     candidates = [p]
-    for folder in (ROOT / "models", ROOT / "models" / "hub"):
+    for folder in (ROOT / "models", ROOT / "models" / "hub", *sorted((ROOT / "models" / "hub").glob("*/"))):
         candidates += [folder / p.name, (folder / p.name).with_suffix(".yaml")]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"model YAML '{cfg}' not found (looked in the working directory, {ROOT / 'models'} and "
-                            f"{ROOT / 'models' / 'hub'})")
+                            f"{ROOT / 'models' / 'hub'} with its subfolders)")
 
 
 def load_model_yaml(path: str | Path) -> dict:
@@ -351,13 +425,13 @@ def load_model_yaml(path: str | Path) -> dict:
     return d
 
 
-def _resolve_module(name, where: str) -> type[nn.Module]:
+def _resolve_module(name, where: str, modules: dict[str, type[nn.Module]]) -> type[nn.Module]:
     if isinstance(name, str):
-        if name in MODULES:
-            return MODULES[name]
+        if name in modules:
+            return modules[name]
         if name.startswith("nn.") and isinstance(getattr(nn, name[3:], None), type):
             return getattr(nn, name[3:])
-    known = ", ".join(sorted(MODULES))
+    known = ", ".join(sorted(modules))
     raise ModelYAMLError(f"{where}: unknown module '{name}'; known modules: {known}, or any torch 'nn.<Name>'")
 
 
@@ -428,19 +502,25 @@ def default_activation(factory: Callable[[], nn.Module] | None):
         Conv.default_act = previous
 
 
-def _layer_args(m: type[nn.Module], args: list, c_in: list[int], n: int, gw: float, ch_mul: int,
-                no: int) -> tuple[list, int, int]:
+def _layer_args(m: type[nn.Module], args: list, c_in: list[int], n: int, gw: float, ch_mul: int, no: int,
+                blocks: BlockSet = YOLOV5_BLOCKS) -> tuple[list, int, int]:
     """Constructor arguments, output channels and stack count of one YAML layer with input channels ``c_in``."""
     c1 = c_in[0]
-    if m in CHANNEL_BLOCKS:
+    if m in blocks.channel_blocks:
         if len(c_in) != 1:
             raise ValueError(f"{m.__name__} takes one input, got {len(c_in)}")
         if not args or not isinstance(args[0], int) or isinstance(args[0], bool):
             raise ValueError(f"{m.__name__}'s first argument must be its output channel count, got {args}")
-        c2 = args[0] if args[0] == no else make_divisible(args[0] * gw, ch_mul)  # a Detect-sized output stays as is
+        c2 = width = args[0] if args[0] == no else make_divisible(args[0] * gw, ch_mul)  # Detect-sized: as is
+        if (blocks.prune_exempt is not None and c2 != no and isinstance(args[-1], float)
+                and m not in blocks.prune_exempt):
+            c2 = max(make_divisible(args[0] * args[-1] * gw, ch_mul), ch_mul)  # pruned: a fraction of the channels
+            args = args[:-1]
         args = [c1, c2, *args[1:]]
-        if m in REPEAT_BLOCKS:
-            args.insert(2, n)
+        if m in blocks.width_blocks:
+            args.insert(2, width)
+        if m in blocks.repeat_blocks:
+            args.insert(3 if m in blocks.width_blocks else 2, n)
             n = 1
         return args, c2, n
     if m in INPUT_CHANNEL_LAYERS:
@@ -465,7 +545,10 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     na = (len(anchors[0]) // 2) if isinstance(anchors, (list, tuple)) else anchors
     no = na * (nc + 5)
     names = {"nc": nc, "anchors": anchors}
+    blocks = block_set_of(d, where_file)
     if verbose:
+        if blocks is not YOLOV5_BLOCKS:
+            LOGGER.info(f"blocks: {blocks.name}")
         if act is not None:
             LOGGER.info(f"activation: {d['activation']}")
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
@@ -476,7 +559,7 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
             raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
         f, n, m_name, args = row
-        m = _resolve_module(m_name, where)
+        m = _resolve_module(m_name, where, blocks.modules)
         args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
         froms = [f] if isinstance(f, int) else f
         if not (isinstance(froms, (list, tuple)) and froms and all(isinstance(x, int) for x in froms)):
@@ -490,13 +573,14 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         n_ = n
 
         try:
-            args, c2, n = _layer_args(m, args, [ch[x] for x in froms], n, gw, ch_mul, no)
+            args, c2, n = _layer_args(m, args, [ch[x] for x in froms], n, gw, ch_mul, no, blocks)
             with default_activation(act):
                 m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
         except ModelYAMLError:
             raise
         except (ValueError, TypeError, IndexError, AssertionError) as e:
-            raise ModelYAMLError(f"{where}: {e}") from e
+            hint = f"; {PAPER_HINT}" if "blocks" not in d and m_name in pb.PAPER_BLOCKS else ""
+            raise ModelYAMLError(f"{where}: {e}{hint}") from e
 
         m_.i, m_.f = i, f
         m_.type = f"nn.{m.__name__}" if m.__module__.startswith("torch.nn") else m.__name__

@@ -13,18 +13,25 @@ import zlib
 import torch
 
 
-def fill_deterministic_(model: torch.nn.Module) -> torch.nn.Module:
+def _renamed(key: str, rename: dict[str, str] | None) -> str:
+    for old, new in (rename or {}).items():
+        key = key.replace(old, new)
+    return key
+
+
+def fill_deterministic_(model: torch.nn.Module, rename: dict[str, str] | None = None) -> torch.nn.Module:
     """Overwrite every floating-point parameter and BatchNorm statistic with a fixed function of its name and shape.
 
     The values depend only on the state_dict key and shape, so two implementations with the same keys get the same
-    weights. Scales keep activations of order one through deep models: weights ~ sqrt(2 / fan_in), norm scales near 1,
-    biases and running means near 0, running variances in [1, 1.5]. Detect's ``anchors`` are left alone.
+    weights (``rename``: substrings of our keys replaced by the other implementation's before hashing). Scales keep
+    activations of order one through deep models: weights ~ sqrt(2 / fan_in), norm scales near 1, biases and running
+    means near 0, running variances in [1, 1.5]. Detect's ``anchors`` are left alone.
     """
     with torch.no_grad():
         for key, t in model.state_dict().items():
             if not t.is_floating_point() or key.endswith(("anchors", "anchor_grid")):
                 continue
-            phase = zlib.crc32(key.encode()) % 997 / 97
+            phase = zlib.crc32(_renamed(key, rename).encode()) % 997 / 97
             s = torch.sin(torch.arange(t.numel(), dtype=torch.float64) * 0.7071 + phase).view(t.shape)
             leaf = key.rsplit(".", 1)[-1]
             if leaf == "running_var":
@@ -55,7 +62,7 @@ def fingerprint(raw: list[torch.Tensor]) -> list[list]:
     return out
 
 
-def keys_digest(state_dict: dict[str, torch.Tensor]) -> str:
+def keys_digest(state_dict: dict[str, torch.Tensor], rename: dict[str, str] | None = None) -> str:
     """16 hex digits of SHA-256 over the sorted ``name shape`` lines of a state_dict (names and shapes, not values)."""
-    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sorted(state_dict.items()))
+    lines = "\n".join(sorted(f"{_renamed(k, rename)} {tuple(v.shape)}" for k, v in state_dict.items()))
     return hashlib.sha256(lines.encode()).hexdigest()[:16]
