@@ -400,9 +400,10 @@ class ModelYAMLError(ValueError):
 def resolve_cfg(cfg: str | Path) -> Path:
     """Find a model YAML given a path, or a bare name looked up in ``models/``, ``models/hub/`` and its subfolders."""
     p = Path(cfg)
+    names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name, f"{p.name}.yaml"]
     candidates = [p]
     for folder in (ROOT / "models", ROOT / "models" / "hub", *sorted((ROOT / "models" / "hub").glob("*/"))):
-        candidates += [folder / p.name, (folder / p.name).with_suffix(".yaml")]
+        candidates += [folder / name for name in names]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

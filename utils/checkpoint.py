@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from models.common import ATTENTION
-from models.yolo import Detect, Model
+from models.yolo import BLOCK_SETS, Detect, Model, block_set_of
 
 CHECKPOINT_HELP = ("expected a PyTorch .pt checkpoint saved by train.py (keys 'model'/'ema') or an official "
                    "YOLOv5 v5.0-v7.0 release such as yolov5s.pt")
@@ -273,17 +273,9 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     yaml_file = getattr(obj, "yaml_file", None) or cfg.get("yaml_file")
     if yaml_file:
         cfg["yaml_file"] = str(yaml_file)
-    try:
-        model = Model(cfg, verbose=False)
-    except Exception as e:  # the YAML of a model that is not a YOLOv5 anchor-based detector
-        raise CheckpointError(f"{source}: its model config is not a YOLOv5 (anchor-based) model this repository can "
-                              f"build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
-    sd = {k: v for k, v in obj.state_dict().items() if not k.endswith(".anchor_grid")}
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
-                              f"{str(e).splitlines()[0]} ...") from None
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in obj.state_dict().items()
+          if not k.endswith(".anchor_grid")}
+    model = _model_fitting(cfg, sd, source)
     head = model.model[-1]
     if isinstance(head, Detect):
         stride = getattr(obj, "stride", None)
@@ -293,6 +285,33 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
         _reset_grids(head)  # anchors were overwritten in place
     model.names = _as_dict_names(getattr(obj, "names", None), model.nc)
     return model.float().eval()
+
+
+def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -> Model:
+    """Our model for ``cfg`` that takes ``sd`` with ``strict=True``.
+
+    A config without a ``blocks:`` key is tried with each block set, the one its layers suggest first: some names
+    (``C3TR``, ``GhostConv``...) mean other blocks in the EMA paper's repository, and only the weights tell which code
+    trained them. A set other than the suggested one is written into the config.
+    """
+    first = block_set_of(cfg).name
+    names = [cfg["blocks"]] if "blocks" in cfg else [first, *(n for n in BLOCK_SETS if n != first)]
+    error = None
+    for name in names:
+        try:
+            model = Model(cfg if name == first else {**cfg, "blocks": name}, verbose=False)
+        except Exception as e:  # the YAML of a model that is not a YOLOv5 anchor-based detector
+            if name == names[0]:
+                raise CheckpointError(f"{source}: its model config is not a YOLOv5 (anchor-based) model this "
+                                      f"repository can build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
+            continue
+        try:
+            model.load_state_dict(sd, strict=True)
+            return model
+        except RuntimeError as e:
+            error = error or e
+    raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
+                          f"{str(error).splitlines()[0]} ...") from None
 
 
 def _reset_grids(head: Detect) -> None:
