@@ -140,6 +140,34 @@ def test_hub_names_resolve():
     assert resolve_cfg("yolov5s") == ROOT / "models" / "yolov5s.yaml"
 
 
+def insert_after(cfg: dict, i: int, row: list) -> dict:
+    """A copy of ``cfg`` with ``row`` inserted after layer ``i``; absolute 'from' indices past ``i`` shift by one."""
+    cfg = deepcopy(cfg)
+    nb = len(cfg["backbone"])
+    rows = cfg["backbone"] + cfg["head"]
+    for r in rows[i + 1:]:
+        r[0] = [x + 1 if x > i else x for x in r[0]] if isinstance(r[0], list) else (r[0] + 1 if r[0] > i else r[0])
+    rows.insert(i + 1, row)
+    cfg["backbone"], cfg["head"] = rows[:nb + (i < nb)], rows[nb + (i < nb):]
+    return cfg
+
+
+@pytest.mark.parametrize("name, after, module", [("yolov5n6", 10, "EMA"), ("yolov5n6", 23, "CA"),
+                                                 ("yolov5s-ghost", 17, "CBAM"), ("yolov3-tiny", 12, "ECA")])
+def test_attention_after_any_layer(name, after, module):
+    from models.common import ATTENTION
+
+    base = Model(load_cfg(name), verbose=False)
+    m = Model(insert_after(load_cfg(name), after, [-1, 1, module, []]), verbose=False).eval()
+    att = m.model[after + 1]
+    assert isinstance(att, ATTENTION[module])
+    assert att.np > 0 and sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in base.parameters()) == att.np
+    assert m.stride.tolist() == base.stride.tolist()
+    with torch.no_grad():
+        y, raw = m(torch.rand(1, 3, 128, 128))
+    assert [r.shape[2:4] for r in raw] == [(128 // int(s), 128 // int(s)) for s in m.stride]
+
+
 # ----------------------------------------------------------------------------------------------------
 # activation:, anchors: N, strides and image sizes
 # ----------------------------------------------------------------------------------------------------
