@@ -155,17 +155,18 @@ class SwinTransformerLayer(nn.Module):
         ws = self.window_size
         return x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
 
-    def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """(windows, N, N): -100 between tokens of different regions of the rolled map, 0 within a region."""
+    def _shift_mask(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """(windows, N, N): -100 between tokens of different regions of the rolled map, 0 within a region (device and
+        dtype of ``like``)."""
         ws, s = self.window_size, self.shift_size
 
         def regions(size: int) -> torch.Tensor:
-            i = torch.arange(size, device=device)
+            i = torch.arange(size, device=like.device)
             return (i >= size - ws).long() + (i >= size - s).long()
 
-        label = (regions(h)[:, None] * 3 + regions(w)[None, :]).float()
+        label = regions(h)[:, None] * 3 + regions(w)[None, :]
         win = self._windows(label[None, :, :, None]).squeeze(-1)  # (windows, N)
-        return (win[:, None, :] != win[:, :, None]).float() * -100.0
+        return (win[:, None, :] != win[:, :, None]).to(like.dtype) * -100.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h0, w0 = x.shape
@@ -176,7 +177,7 @@ class SwinTransformerLayer(nn.Module):
         y = self.norm1(tokens).view(b, h, w, c)
         if self.shift_size:
             y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        mask = self._shift_mask(h, w, x.device) if self.shift_size else None
+        mask = self._shift_mask(h, w, y) if self.shift_size else None
         y = self.attn(self._windows(y), mask)
         y = y.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
         if self.shift_size:

@@ -140,8 +140,23 @@ def test_swin_layer_pads_to_windows_and_crops_back(hw):
     if hw == (8, 8):  # one window: the shifted layer masks the rolled regions from each other
         layer = block.blocks[1]
         assert layer.shift_size == 4
-        mask = layer._shift_mask(8, 8, x.device)
+        mask = layer._shift_mask(8, 8, x)
         assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) == {-100.0, 0.0}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_transformer_blocks_in_half_precision(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(1, 64, 13, 10)
+    for block in (pb.SwinTransformerBlock(64, 64, num_heads=2, num_layers=2), pb.C3TPH(64, 64, n=2)):
+        block.eval()
+        with torch.no_grad():
+            ref = block(x)
+            y = deepcopy(block).to(dtype)(x.to(dtype))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                z = block(x)
+        assert y.dtype == dtype and (y.float() - ref).abs().max() < 0.1 * ref.abs().max()
+        assert (z.float() - ref).abs().max() < 0.1 * ref.abs().max()
 
 
 def test_light_blocks_shapes_and_errors():

@@ -122,6 +122,20 @@ def test_ghost_and_transformer_blocks_shapes_and_errors():
     assert y.shape == (2, 24, 12, 10)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_new_blocks_in_half_precision(dtype):
+    m = fill_deterministic_(Model(cfg_path("yolov5-blocks"), verbose=False)).eval()
+    x = probe_input(96, 128)
+    with torch.no_grad():
+        ref = m(x)[0]
+        y = deepcopy(m).to(dtype)(x.to(dtype))[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = m(x)[0]
+    scale = ref.abs().amax(2, keepdim=True) + 1
+    assert y.dtype == dtype and ((y.float() - ref) / scale).abs().max() < 0.05
+    assert ((z.float() - ref) / scale).abs().max() < 0.05
+
+
 def test_yaml_errors_name_the_layer(tmp_path):
     base = load_cfg("yolov5-blocks")
     bad = deepcopy(base)
