@@ -320,12 +320,8 @@ class Contract(nn.Module):
         return x.reshape(b, c * s * s, h // s, w // s)
 
 
-class Expand(nn.Module):
+class Expand(Contract):
     """Depth-to-space by ``gain``, the inverse of Contract: (b, c, h, w) -> (b, c / gain**2, h * gain, w * gain)."""
-
-    def __init__(self, gain: int = 2):
-        super().__init__()
-        self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -164,9 +164,10 @@ class Model(BaseModel):
             gs = int(self.stride.max()) if isinstance(getattr(self, "stride", None), torch.Tensor) else 0
             h, w = x.shape[-2:]
             if gs and (h % gs or w % gs):
-                raise RuntimeError(f"input of {h}x{w} pixels: this model needs heights and widths that are multiples of "
-                                   f"its largest stride {gs}, e.g. {math.ceil(h / gs) * gs}x{math.ceil(w / gs) * gs} "
-                                   f"(letterbox or resize the image)") from e
+                raise RuntimeError(f"input of {h}x{w} pixels: this model needs heights and widths that are "
+                                   f"multiples of its largest stride {gs}, e.g. "
+                                   f"{math.ceil(h / gs) * gs}x{math.ceil(w / gs) * gs} (letterbox or resize the image)"
+                                   ) from e
             raise
 
     def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
@@ -346,7 +347,8 @@ _REPLACED = {MODULES[k] for k in pb.PAPER_BLOCKS if k in MODULES}
 PAPER_BLOCK_SET = BlockSet(
     "EMA-attention-module",
     {**MODULES, **pb.PAPER_BLOCKS},
-    frozenset(CHANNEL_BLOCKS - _REPLACED - {nn.ConvTranspose2d} | {m for m in pb.PAPER_BLOCKS.values() if m is not pb.SeBlock}),
+    frozenset(CHANNEL_BLOCKS - _REPLACED - {nn.ConvTranspose2d}
+              | {m for m in pb.PAPER_BLOCKS.values() if m is not pb.SeBlock}),
     frozenset(REPEAT_BLOCKS - _REPLACED | {pb.PrunableC3, pb.C3TPH, pb.C3STR}),
     width_blocks=frozenset({pb.PrunableC3}),
     prune_exempt=frozenset({SPP, SPPF, pb.MBConvBlock}),
@@ -379,8 +381,8 @@ def _paper_row(row) -> bool:
 
 
 def block_set_of(d: dict, where: str = "model YAML") -> BlockSet:
-    """The block set a YAML dict is written for: its ``blocks:`` key; else the paper repository's when a layer is one only
-    its code can build (``_paper_row``); else YOLOv5's."""
+    """The block set a YAML dict is written for: its ``blocks:`` key; else the paper repository's when a layer is one
+    only its code can build (``_paper_row``); else YOLOv5's."""
     name = d.get("blocks")
     if name is not None:
         if name not in BLOCK_SETS:
@@ -479,7 +481,8 @@ def parse_activation(spec: str, where: str = "model YAML") -> Callable[[], nn.Mo
         name = ast.unparse(node)
     except (SyntaxError, ValueError, TypeError) as e:
         raise ModelYAMLError(f"{where}: activation '{text}' cannot be read ({e}); {ACTIVATION_HELP}") from None
-    cls = getattr(nn, name.removeprefix("torch.").removeprefix("nn."), None) if name.startswith(("nn.", "torch.nn.")) else None
+    nn_name = name.removeprefix("torch.").removeprefix("nn.") if name.startswith(("nn.", "torch.nn.")) else None
+    cls = getattr(nn, nn_name, None) if nn_name else None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)
             and (cls.__module__ == "torch.nn.modules.activation" or cls is nn.Identity)):
         raise ModelYAMLError(f"{where}: activation '{text}' is not a torch.nn activation layer; {ACTIVATION_HELP}")

@@ -17,7 +17,7 @@ import yaml
 
 from fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
 from models.common import C3TR, BottleneckCSP, Conv, Contract, Expand, GhostBottleneck, GhostConv
-from models.yolo import Detect, Model, ModelYAMLError, parse_activation, resolve_cfg
+from models.yolo import Model, ModelYAMLError, parse_activation, resolve_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "models" / "hub"
@@ -80,7 +80,7 @@ def test_blocks_fixture_uses_each_new_block():
 
 
 def test_strict_round_trip_and_checkpoint(tmp_path):
-    """An original-layout model pickled in a .pt loads through utils/checkpoint (rebuilt from its yaml, weights strict)."""
+    """A model pickled in a .pt loads through utils/checkpoint (rebuilt from its yaml, weights loaded strictly)."""
     from utils.checkpoint import load_checkpoint
 
     for name in ("yolov5s-ghost", "yolov5-blocks"):

@@ -177,7 +177,8 @@ class YOLOv5Trainer(DetectionTrainer):
             # read once the training labels are loaded; anchors given only as a count in the YAML are always computed
             counted = isinstance(self.model.yaml.get("anchors"), int)
             if counted and not autoanchor:
-                LOGGER.warning(f"{self.args.model} gives 'anchors' only as a count: computing them despite --noautoanchor")
+                LOGGER.warning(f"{self.args.model} gives 'anchors' only as a count: computing them despite "
+                               f"--noautoanchor")
             self.model._autoanchor_pending = "force" if counted else autoanchor
 
     # ----- model ------------------------------------------------------------------------------------
