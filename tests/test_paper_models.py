@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
 from models import paper_blocks as pb
 from models.yolo import PAPER_BLOCK_SET, YOLOV5_BLOCKS, Model, ModelYAMLError, block_set_of, resolve_cfg
+from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
 
 PAPER = Path(__file__).resolve().parents[1] / "models" / "hub" / "ema-paper"
 REFERENCE = json.loads((Path(__file__).resolve().parent / "data" / "ema_paper_reference.json").read_text())

@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 import yaml
 
-from fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
-from models.common import C3TR, BottleneckCSP, Conv, Contract, Expand, GhostBottleneck, GhostConv
+from models.common import C3TR, BottleneckCSP, Contract, Conv, Expand, GhostBottleneck, GhostConv
 from models.yolo import Model, ModelYAMLError, parse_activation, resolve_cfg
+from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "models" / "hub"
@@ -303,8 +303,9 @@ def test_p6_model_trains_validates_detects_and_exports(tiny_shapes, tmp_path):
     ("yolov5-p7", {"depth_multiple": 0.33, "width_multiple": 0.25}, (256, 256)),  # 5 levels, stride 128
 ])
 def test_onnx_export_matches_pytorch(tmp_path, name, override, hw):
-    import export
     import onnxruntime as ort
+
+    import export
 
     model = fill_deterministic_(Model(load_cfg(name, **override), verbose=False)).eval()
     out = export.export_model(model, tmp_path / f"{name}.pt", include=["onnx"], imgsz=list(hw), check=False)
