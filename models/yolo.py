@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import importlib
+import inspect
 import math
 import sys
+from collections.abc import Callable
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 if not __package__:  # `python models/yolo.py`: import from the repository, utils/ first (it keeps the engine offline)
@@ -29,8 +33,28 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.ops import make_divisible
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights, scale_img
 
+from models import paper_blocks as pb
 from models.attention import ATTENTION
-from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
+from models.common import (
+    C3,
+    C3SPP,
+    C3TR,
+    SPP,
+    SPPF,
+    Bottleneck,
+    BottleneckCSP,
+    C3Ghost,
+    C3x,
+    Concat,
+    Contract,
+    Conv,
+    CrossConv,
+    DWConv,
+    Expand,
+    Focus,
+    GhostBottleneck,
+    GhostConv,
+)
 from utils import offline
 from utils.autoanchor import check_anchor_order
 
@@ -165,6 +189,21 @@ class Model(BaseModel):
         self.train(training)
         return torch.tensor([s / r.shape[-3] for r in x[1]])
 
+    def _predict_once(self, x: torch.Tensor, *args, **kwargs):
+        """Ultralytics' layer loop; a failure on an image whose sides are not multiples of the largest stride (the
+        upsampled and lateral maps of the head then differ in size) is reported as such."""
+        try:
+            return super()._predict_once(x, *args, **kwargs)
+        except RuntimeError as e:
+            gs = int(self.stride.max()) if isinstance(getattr(self, "stride", None), torch.Tensor) else 0
+            h, w = x.shape[-2:]
+            if gs and (h % gs or w % gs):
+                raise RuntimeError(f"input of {h}x{w} pixels: this model needs heights and widths that are "
+                                   f"multiples of its largest stride {gs}, e.g. "
+                                   f"{math.ceil(h / gs) * gs}x{math.ceil(w / gs) * gs} (letterbox or resize the image)"
+                                   ) from e
+            raise
+
     def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
         """Objectness prior of ~8 objects per 640 image, class prior 0.6/nc (YOLOv5's initialisation)."""
         m = self.model[-1]
@@ -274,12 +313,120 @@ def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
 # YAML parsing
 # ----------------------------------------------------------------------------------------------------
 
-# Blocks whose first argument is the output channel count (scaled by width_multiple).
-CHANNEL_BLOCKS = {"Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPP": SPP, "SPPF": SPPF, "Focus": Focus}
-# Blocks that repeat their inner bottleneck n times (depth_multiple scales n).
-REPEAT_BLOCKS = {C3}
-MODULES: dict[str, type[nn.Module]] = {**CHANNEL_BLOCKS, "Concat": Concat, "Detect": Detect, **ATTENTION}
+# Our blocks by the name a YAML gives them (torch layers are written ``nn.<Name>``).
+MODULES: dict[str, type[nn.Module]] = {
+    "Conv": Conv, "DWConv": DWConv, "GhostConv": GhostConv, "CrossConv": CrossConv, "Focus": Focus,
+    "Bottleneck": Bottleneck, "BottleneckCSP": BottleneckCSP, "GhostBottleneck": GhostBottleneck,
+    "C3": C3, "C3x": C3x, "C3TR": C3TR, "C3SPP": C3SPP, "C3Ghost": C3Ghost, "SPP": SPP, "SPPF": SPPF,
+    "Concat": Concat, "Contract": Contract, "Expand": Expand, "Detect": Detect, **ATTENTION,
+}
+# Layers built as ``m(c1, c2, *args)``: the YAML's first argument is the output channel count, scaled by
+# ``width_multiple`` and rounded up to a multiple of 8 (or of the YAML's ``channel_multiple``).
+CHANNEL_BLOCKS: set[type[nn.Module]] = {
+    Conv, DWConv, GhostConv, CrossConv, Focus, Bottleneck, BottleneckCSP, GhostBottleneck,
+    C3, C3x, C3TR, C3SPP, C3Ghost, SPP, SPPF, nn.ConvTranspose2d,
+}
+# Of those, the blocks whose YAML ``number`` (scaled by ``depth_multiple``) is their inner repeat count, passed as the
+# third constructor argument. Any other layer with a number n > 1 is stacked n times in an nn.Sequential.
+REPEAT_BLOCKS: set[type[nn.Module]] = {BottleneckCSP, C3, C3x, C3TR, C3Ghost}
+# Layers built from their input channel count alone.
+INPUT_CHANNEL_LAYERS: set[type[nn.Module]] = {nn.BatchNorm2d}
+
+
+def _gain(args: list) -> int:
+    gain = args[0] if args else 2
+    if not isinstance(gain, int) or gain < 1:
+        raise ValueError(f"the gain must be a positive integer, got {gain!r}")
+    return gain
+
+
+def _expand_channels(c_in: list[int], args: list) -> int:
+    g2 = _gain(args) ** 2
+    if c_in[0] % g2:
+        raise ValueError(f"Expand: {c_in[0]} input channels cannot be spread over {g2} positions; "
+                         f"give it a multiple of {g2} channels")
+    return c_in[0] // g2
+
+
+# Output channels of the layers built from their YAML arguments as written (any other such layer: its input's).
+OUTPUT_CHANNELS: dict[type[nn.Module], Callable[[list[int], list], int]] = {
+    Concat: lambda c_in, args: sum(c_in),
+    Contract: lambda c_in, args: c_in[0] * _gain(args) ** 2,
+    Expand: _expand_channels,
+}
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
+
+
+@dataclass(frozen=True)
+class BlockSet:
+    """What a YAML's module names mean and how ``parse_model`` passes them their YAML arguments.
+
+    ``channel_blocks`` are built as ``m(c1, c2, *args)`` from a first YAML argument ``c2`` scaled by
+    ``width_multiple``; ``repeat_blocks`` take the YAML ``number`` as their inner repeat count; ``width_blocks`` also
+    take the unpruned scaled width as third argument (before the repeats); with ``prune_exempt`` set, a trailing float
+    argument of any other channel block multiplies its output channels (the pruned YAMLs of the EMA paper's code).
+    """
+
+    name: str
+    modules: dict[str, type[nn.Module]]
+    channel_blocks: frozenset[type[nn.Module]]
+    repeat_blocks: frozenset[type[nn.Module]]
+    width_blocks: frozenset[type[nn.Module]] = frozenset()
+    prune_exempt: frozenset[type[nn.Module]] | None = None
+
+
+YOLOV5_BLOCKS = BlockSet("yolov5", MODULES, frozenset(CHANNEL_BLOCKS), frozenset(REPEAT_BLOCKS))
+# The EMA paper's repository (YOLOonMe/EMA-attention-module): its own blocks under its names (models/paper_blocks.py)
+_REPLACED = {MODULES[k] for k in pb.PAPER_BLOCKS if k in MODULES}
+PAPER_BLOCK_SET = BlockSet(
+    "EMA-attention-module",
+    {**MODULES, **pb.PAPER_BLOCKS},
+    frozenset(CHANNEL_BLOCKS - _REPLACED - {nn.ConvTranspose2d}
+              | {m for m in pb.PAPER_BLOCKS.values() if m is not pb.SeBlock}),
+    frozenset(REPEAT_BLOCKS - _REPLACED | {pb.PrunableC3, pb.C3TPH, pb.C3STR}),
+    width_blocks=frozenset({pb.PrunableC3}),
+    prune_exempt=frozenset({SPP, SPPF, pb.MBConvBlock}),
+)
+BLOCK_SETS = {b.name: b for b in (YOLOV5_BLOCKS, PAPER_BLOCK_SET)}
+PAPER_ONLY_NAMES = frozenset(pb.PAPER_BLOCKS) - frozenset(MODULES)
+PAPER_HINT = (f"if this YAML comes from the EMA paper's repository (YOLOonMe/EMA-attention-module), add "
+              f"'blocks: {PAPER_BLOCK_SET.name}' to it")
+
+
+def _yaml_arity(m: type[nn.Module]) -> int:
+    """How many YAML arguments YOLOv5's parse_model can pass to block ``m`` (its positional parameters after ``c1``,
+    less the repeat count it inserts itself)."""
+    params = [p for p in inspect.signature(m.__init__).parameters.values()
+              if p.kind == p.POSITIONAL_OR_KEYWORD][2:]  # self, c1
+    return len(params) - (m in REPEAT_BLOCKS)
+
+
+_YOLOV5_ARITY = {name: _yaml_arity(MODULES[name]) for name in {"Conv", *pb.PAPER_BLOCKS} & set(MODULES)}
+
+
+def _paper_row(row) -> bool:
+    """A layer only the paper repository's code can build: a block only it defines, more arguments than YOLOv5's
+    block of that name takes (its GhostBottleneck, its pruned C3), or a Conv ending in a float (a pruning factor)."""
+    _, _, name, args = row
+    args = args if isinstance(args, (list, tuple)) else [args]
+    if name in PAPER_ONLY_NAMES or len(args) > _YOLOV5_ARITY.get(name, len(args)):
+        return True
+    return name == "Conv" and bool(args) and isinstance(args[-1], float)
+
+
+def block_set_of(d: dict, where: str = "model YAML") -> BlockSet:
+    """The block set a YAML dict is written for: its ``blocks:`` key; else the paper repository's when a layer is one
+    only its code can build (``_paper_row``); else YOLOv5's."""
+    name = d.get("blocks")
+    if name is not None:
+        if name not in BLOCK_SETS:
+            raise ModelYAMLError(f"{where}: 'blocks: {name}' is not one of {', '.join(BLOCK_SETS)}")
+        return BLOCK_SETS[name]
+    rows = [r for r in list(d.get("backbone") or []) + list(d.get("head") or [])
+            if isinstance(r, (list, tuple)) and len(r) == 4]
+    if any(_paper_row(r) for r in rows):
+        return PAPER_BLOCK_SET
+    return YOLOV5_BLOCKS
 
 
 class ModelYAMLError(ValueError):
@@ -287,12 +434,17 @@ class ModelYAMLError(ValueError):
 
 
 def resolve_cfg(cfg: str | Path) -> Path:
-    """Find a model YAML given a path, or a bare name looked up in ``models/``."""
+    """Find a model YAML given a path, or a bare name looked up in ``models/``, ``models/hub/`` and its subfolders."""
     p = Path(cfg)
-    for candidate in (p, ROOT / "models" / p.name, (ROOT / "models" / p.name).with_suffix(".yaml")):
+    names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name, f"{p.name}.yaml"]
+    candidates = [p]
+    for folder in (ROOT / "models", ROOT / "models" / "hub", *sorted((ROOT / "models" / "hub").glob("*/"))):
+        candidates += [folder / name for name in names]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"model YAML '{cfg}' not found (looked in the working directory and {ROOT / 'models'})")
+    raise FileNotFoundError(f"model YAML '{cfg}' not found (looked in the working directory, {ROOT / 'models'} and "
+                            f"{ROOT / 'models' / 'hub'} with its subfolders)")
 
 
 def load_model_yaml(path: str | Path) -> dict:
@@ -315,13 +467,13 @@ def check_required_keys(d: dict, where: str) -> None:
                              f"{', '.join(REQUIRED_KEYS)}")
 
 
-def _resolve_module(name, where: str) -> type[nn.Module]:
+def _resolve_module(name, where: str, modules: dict[str, type[nn.Module]]) -> type[nn.Module]:
     if isinstance(name, str):
-        if name in MODULES:
-            return MODULES[name]
+        if name in modules:
+            return modules[name]
         if name.startswith("nn.") and isinstance(getattr(nn, name[3:], None), type):
             return getattr(nn, name[3:])
-    known = ", ".join(sorted(MODULES))
+    known = ", ".join(sorted(modules))
     raise ModelYAMLError(f"{where}: unknown module '{name}'; known modules: {known}, or any torch 'nn.<Name>'")
 
 
@@ -344,6 +496,86 @@ def _attention_args(m: type[nn.Module], args: list, c1: int, gw: float) -> list:
     if args and isinstance(args[0], int) and c1 in (args[0], make_divisible(args[0] * gw, 8)):
         args = args[1:]
     return [c1, *args]
+
+
+ACTIVATION_HELP = "write e.g. 'activation: nn.LeakyReLU(0.1)': a torch.nn activation layer with literal arguments"
+
+
+def parse_activation(spec: str, where: str = "model YAML") -> Callable[[], nn.Module]:
+    """The top-level ``activation:`` key (``nn.LeakyReLU(0.1)``, ``nn.SiLU()``...) as a factory of that layer.
+
+    The text is parsed, never evaluated: the name must be an activation layer of ``torch.nn`` (or ``nn.Identity``) and
+    the arguments literals.
+    """
+    text = str(spec).strip()
+    try:
+        node = ast.parse(text, mode="eval").body
+        args, kwargs = [], {}
+        if isinstance(node, ast.Call):
+            if any(k.arg is None for k in node.keywords):
+                raise ValueError("** arguments")
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            node = node.func
+        name = ast.unparse(node)
+    except (SyntaxError, ValueError, TypeError) as e:
+        raise ModelYAMLError(f"{where}: activation '{text}' cannot be read ({e}); {ACTIVATION_HELP}") from None
+    nn_name = name.removeprefix("torch.").removeprefix("nn.") if name.startswith(("nn.", "torch.nn.")) else None
+    cls = getattr(nn, nn_name, None) if nn_name else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)
+            and (cls.__module__ == "torch.nn.modules.activation" or cls is nn.Identity)):
+        raise ModelYAMLError(f"{where}: activation '{text}' is not a torch.nn activation layer; {ACTIVATION_HELP}")
+    factory = functools.partial(cls, *args, **kwargs)
+    try:
+        factory()
+    except (TypeError, ValueError) as e:
+        raise ModelYAMLError(f"{where}: activation '{text}': {e}; {ACTIVATION_HELP}") from None
+    return factory
+
+
+@contextlib.contextmanager
+def default_activation(factory: Callable[[], nn.Module] | None):
+    """Within the block, ``Conv(..., act=True)`` layers get ``factory()`` (``None``: leave the default alone)."""
+    previous = Conv.default_act
+    if factory is not None:
+        Conv.default_act = factory
+    try:
+        yield
+    finally:
+        Conv.default_act = previous
+
+
+def _layer_args(m: type[nn.Module], args: list, c_in: list[int], n: int, gw: float, ch_mul: int, no: int,
+                blocks: BlockSet = YOLOV5_BLOCKS) -> tuple[list, int, int]:
+    """Constructor arguments, output channels and stack count of one YAML layer with input channels ``c_in``."""
+    c1 = c_in[0]
+    if m in blocks.channel_blocks:
+        if len(c_in) != 1:
+            raise ValueError(f"{m.__name__} takes one input, got {len(c_in)}")
+        if not args or not isinstance(args[0], int) or isinstance(args[0], bool):
+            raise ValueError(f"{m.__name__}'s first argument must be its output channel count, got {args}")
+        c2 = width = args[0] if args[0] == no else make_divisible(args[0] * gw, ch_mul)  # Detect-sized: as is
+        if (blocks.prune_exempt is not None and c2 != no and isinstance(args[-1], float)
+                and m not in blocks.prune_exempt):
+            c2 = max(make_divisible(args[0] * args[-1] * gw, ch_mul), ch_mul)  # pruned: a fraction of the channels
+            args = args[:-1]
+        args = [c1, c2, *args[1:]]
+        if m in blocks.width_blocks:
+            args.insert(2, width)
+        if m in blocks.repeat_blocks:
+            args.insert(3 if m in blocks.width_blocks else 2, n)
+            n = 1
+        return args, c2, n
+    if m in INPUT_CHANNEL_LAYERS:
+        return [c1], c1, n
+    if m is Detect:
+        args = [*args, c_in]
+        if isinstance(args[1], int):  # anchor count only: placeholders until AutoAnchor computes them
+            args[1] = [list(range(args[1] * 2))] * len(c_in)
+        return args, c1, n
+    if m in ATTENTION.values():
+        return _attention_args(m, args, c1, gw), c1, n
+    return args, OUTPUT_CHANNELS.get(m, lambda c, a: c[0])(c_in, args), n
 
 
 # ----- consistency checks: a YAML that does not describe one consistent model fails before anything is built -----
@@ -382,18 +614,19 @@ def check_layers(d: dict, where_file: str) -> None:
     Rows malformed in themselves (shape, module name, 'from') are left to parse_model, which names their problem.
     """
     names = {"nc": d["nc"], "anchors": d["anchors"]}
+    blocks = block_set_of(d, where_file)
     for i, row in enumerate(d["backbone"] + d["head"]):
         if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[2], str)):
             continue
         f, _, m_name, args = row
-        m, froms = MODULES.get(m_name), [f] if isinstance(f, int) else f
+        m, froms = blocks.modules.get(m_name), [f] if isinstance(f, int) else f
         if m is None or not isinstance(froms, (list, tuple)):
             continue
         args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
         where = f"{where_file}: layer {i} {row!r}"
         if m is Detect:
             check_detect_args(args, froms, d["nc"], where)
-        elif m in CHANNEL_BLOCKS.values():
+        elif m in blocks.channel_blocks:
             check_block_args(m, args, froms, where)
 
 
@@ -455,11 +688,18 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     where_file = d.get("yaml_file") or "model YAML"
     check_model_dict(d, where_file)
     nc, gd, gw = d["nc"], d["depth_multiple"], d["width_multiple"]
+    ch_mul = d.get("channel_multiple") or 8
+    act = parse_activation(d["activation"], f"{where_file}: 'activation'") if d.get("activation") else None
     anchors = d["anchors"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, (list, tuple)) else anchors
     no = na * (nc + 5)
     names = {"nc": nc, "anchors": anchors}
+    blocks = block_set_of(d, where_file)
     if verbose:
+        if blocks is not YOLOV5_BLOCKS:
+            LOGGER.info(f"blocks: {blocks.name}")
+        if act is not None:
+            LOGGER.info(f"activation: {d['activation']}")
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     rows = list(d["backbone"]) + list(d["head"])
@@ -468,7 +708,7 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
             raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
         f, n, m_name, args = row
-        m = _resolve_module(m_name, where)
+        m = _resolve_module(m_name, where, blocks.modules)
         args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
         froms = [f] if isinstance(f, int) else f
         if not (isinstance(froms, (list, tuple)) and froms and all(isinstance(x, int) for x in froms)):
@@ -480,40 +720,23 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         if not isinstance(n, int) or n < 1:
             raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
         n = max(round(n * gd), 1) if n > 1 else n
+        n_ = n
 
         try:
-            if m in CHANNEL_BLOCKS.values():
-                c1, c2 = ch[f], args[0]
-                if c2 != no:
-                    c2 = make_divisible(c2 * gw, 8)
-                args = [c1, c2, *args[1:]]
-                if m in REPEAT_BLOCKS:
-                    args.insert(2, n)
-                    n = 1
-            elif m is nn.BatchNorm2d:
-                args = [ch[f]]
-            elif m is Concat:
-                c2 = sum(ch[x] for x in froms)
-            elif m is Detect:
-                args.append([ch[x] for x in froms])
-                if isinstance(args[1], int):  # anchor count only: placeholders until AutoAnchor
-                    args[1] = [list(range(args[1] * 2))] * len(froms)
-            elif m in ATTENTION.values():
-                c2 = ch[f]
-                args = _attention_args(m, args, c2, gw)
-            else:
-                c2 = ch[f]
-            m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
+            args, c2, n = _layer_args(m, args, [ch[x] for x in froms], n, gw, ch_mul, no, blocks)
+            with default_activation(act):
+                m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
         except ModelYAMLError:
             raise
-        except (ValueError, TypeError, IndexError) as e:
-            raise ModelYAMLError(f"{where}: {e}") from e
+        except (ValueError, TypeError, IndexError, AssertionError) as e:
+            hint = f"; {PAPER_HINT}" if "blocks" not in d and m_name in pb.PAPER_BLOCKS else ""
+            raise ModelYAMLError(f"{where}: {e}{hint}") from e
 
         m_.i, m_.f = i, f
         m_.type = f"nn.{m.__name__}" if m.__module__.startswith("torch.nn") else m.__name__
         m_.np = sum(p.numel() for p in m_.parameters())
         if verbose:
-            LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
+            LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
         save.extend(x % i for x in froms if x != -1)
         layers.append(m_)
         if i == 0:

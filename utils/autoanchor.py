@@ -303,11 +303,14 @@ def check_anchors(
     imgsz: int = 640,
     gen: int = 1000,
     seed: int = 0,
+    force: bool = False,
 ) -> bool:
     """Check the model's anchors against the dataset's boxes and replace them when their recall is too low.
 
     Logs the anchors' best possible recall (BPR). When BPR < 0.98, evolves ``na * nl`` new anchors and writes them into
     ``Detect.anchors`` (stride units, in stride order) only if their BPR is higher than the current one.
+    ``force=True`` (a model YAML giving ``anchors`` only as a count, so the current ones are placeholders) always
+    computes and writes new anchors, and raises ``ValueError`` when the labels are too few to compute them.
 
     Args:
         model: model whose ``model[-1]`` is the ``Detect`` head (or the head itself).
@@ -316,6 +319,7 @@ def check_anchors(
         imgsz: training image size.
         gen: generations of evolution.
         seed: random seed for the scale augmentation and the evolution.
+        force: compute new anchors whatever the current ones' fit (they are placeholders).
 
     Returns:
         Whether the anchors were replaced.
@@ -323,6 +327,18 @@ def check_anchors(
     detect = _detect_head(model)
     wh = _wh_from(wh_or_dataset, imgsz, seed)
     current = anchors_in_pixels(detect).cpu().numpy().reshape(-1, 2)
+    n = current.shape[0]
+    if force:
+        LOGGER.info(f"{PREFIX}The model YAML gives only the number of anchors; computing {n} anchors from the labels")
+        try:
+            new = kmean_anchors(wh, n=n, img_size=imgsz, thr=thr, gen=gen, seed=seed, verbose=False)
+        except ValueError as e:
+            raise ValueError(f"{e}; the model YAML gives 'anchors' as a count, so they must be computed from the "
+                             f"labels: use more labelled images, or write the anchors (pixels) into the YAML") from None
+        write_anchors(detect, new)
+        check_anchor_order(detect)
+        LOGGER.info(f"{PREFIX}Anchors saved to model (BPR {anchor_metrics(new, wh, thr)[0]:.3f})")
+        return True
     bpr, aat = anchor_metrics(current, wh, thr)
     message = f"{PREFIX}{aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR). "
     if bpr >= BPR_GOOD:
@@ -330,7 +346,6 @@ def check_anchors(
         return False
 
     LOGGER.info(f"{message}Anchors are a poor fit to dataset ⚠️, attempting to improve...")
-    n = current.shape[0]
     try:
         new = kmean_anchors(wh, n=n, img_size=imgsz, thr=thr, gen=gen, seed=seed, verbose=False)
     except ValueError as e:

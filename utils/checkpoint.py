@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from models.attention import ATTENTION
-from models.yolo import Detect, Model
+from models.yolo import BLOCK_SETS, Detect, Model, block_set_of
 
 CHECKPOINT_HELP = ("expected a PyTorch .pt checkpoint saved by train.py (keys 'model'/'ema') or an official "
                    "YOLOv5 v5.0-v7.0 release such as yolov5s.pt")
@@ -321,17 +321,9 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     yaml_file = getattr(obj, "yaml_file", None) or cfg.get("yaml_file")
     if yaml_file:
         cfg["yaml_file"] = str(yaml_file)
-    try:
-        model = Model(cfg, verbose=False)
-    except Exception as e:  # the YAML of a model that is not a YOLOv5 anchor-based detector
-        raise CheckpointError(f"{source}: its model config is not a YOLOv5 (anchor-based) model this repository can "
-                              f"build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
-    sd = {k: v for k, v in obj.state_dict().items() if not k.endswith(".anchor_grid")}
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
-                              f"{str(e).splitlines()[0]} ...") from None
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in obj.state_dict().items()
+          if not k.endswith(".anchor_grid")}
+    model = _model_fitting(cfg, sd, source)
     frozen = {k for k, p in obj.named_parameters() if not p.requires_grad}
     for k, p in model.named_parameters():
         p.requires_grad_(k not in frozen)
@@ -347,6 +339,33 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     if isinstance(hyp, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hyp.values()):
         model.hyp = {str(k): float(v) for k, v in hyp.items()}
     return model.float().eval()
+
+
+def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -> Model:
+    """Our model for ``cfg`` that takes ``sd`` with ``strict=True``.
+
+    A config without a ``blocks:`` key is tried with each block set, the one its layers suggest first: some names
+    (``C3TR``, ``GhostConv``...) mean other blocks in the EMA paper's repository, and only the weights tell which code
+    trained them. A set other than the suggested one is written into the config.
+    """
+    first = block_set_of(cfg).name
+    names = [cfg["blocks"]] if "blocks" in cfg else [first, *(n for n in BLOCK_SETS if n != first)]
+    error = None
+    for name in names:
+        try:
+            model = Model(cfg if name == first else {**cfg, "blocks": name}, verbose=False)
+        except Exception as e:  # the YAML of a model that is not a YOLOv5 anchor-based detector
+            if name == names[0]:
+                raise CheckpointError(f"{source}: its model config is not a YOLOv5 (anchor-based) model this "
+                                      f"repository can build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
+            continue
+        try:
+            model.load_state_dict(sd, strict=True)
+            return model
+        except RuntimeError as e:
+            error = error or e
+    raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
+                          f"{str(error).splitlines()[0]} ...") from None
 
 
 def _reset_grids(head: Detect) -> None:

@@ -295,7 +295,12 @@ class YOLOv5Trainer(DetectionTrainer):
         if not self.resume and not isinstance(self.model, torch.nn.Module):
             self.model = build_model(self.args.model, self.data["nc"], self.loss_hyp, self.args.imgsz, weights,
                                      verbose=RANK in {-1, 0})
-            self.model._autoanchor_pending = autoanchor  # read once the training labels are loaded
+            # read once the training labels are loaded; anchors given only as a count in the YAML are always computed
+            counted = isinstance(self.model.yaml.get("anchors"), int)
+            if counted and not autoanchor:
+                LOGGER.warning(f"{self.args.model} gives 'anchors' only as a count: computing them despite "
+                               f"--noautoanchor")
+            self.model._autoanchor_pending = "force" if counted else autoanchor
 
     # ----- several processes (torch.distributed.run) ------------------------------------------------
     def train(self):
@@ -379,7 +384,8 @@ class YOLOv5Trainer(DetectionTrainer):
             from utils.autoanchor import check_anchors
 
             if RANK in {-1, 0}:
-                check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz)
+                check_anchors(model, self.train_loader.dataset, thr=model.hyp["anchor_t"], imgsz=self.args.imgsz,
+                              force=model._autoanchor_pending == "force")
             if self.world_size > 1:  # after the DDP wrap, which synchronised buffers once: send rank 0's anchors
                 dist.broadcast(model.model[-1].anchors, src=0)
         model._autoanchor_pending = False
