@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from models.insert import attention_cfg, dump_model_yaml, insert_attention, parse_attention_spec, table2_sites
-from models.yolo import Model, load_model_yaml, main
+from models.yolo import Model, load_model_yaml, main, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -73,7 +73,8 @@ def test_spec_parsing_uses_the_registry_spelling():
 
 def test_cli_save_yaml_round_trips(tmp_path, capsys):
     out = tmp_path / "yolov5s-simam.yaml"
-    model = main(["--cfg", "yolov5s.yaml", "--attention", "SimAM", "--save-yaml", str(out)])
+    assert main(["--cfg", "yolov5s.yaml", "--attention", "SimAM", "--save-yaml", str(out)]) == 0
+    model = run(cfg="yolov5s.yaml", attention="SimAM")
     text = out.read_text()
     assert "  - [-1, 1, SimAM, []]  # 7" in text and "  - [[-1, 7], 1, Concat, [1]]  # 14" in text
     saved = yaml.safe_load(text)
