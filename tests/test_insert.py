@@ -100,8 +100,7 @@ def test_train_flag_trains_the_inserted_model(tmp_path, monkeypatch):
             pass
 
     monkeypatch.setattr(utils.engine, "YOLOv5Trainer", Recorder)
-    train.run(["--cfg", "yolov5n.yaml", "--attention", "CBAM@4", "--project", str(tmp_path), "--data",
-               "data/shapes.yaml"])
+    train.run(cfg="yolov5n.yaml", attention="CBAM@4", project=str(tmp_path), data="data/shapes.yaml")
     cfg = Path(seen["overrides"]["model"])
     assert cfg == tmp_path / "yolov5n-cbam.yaml"
     rows = yaml.safe_load(cfg.read_text())
