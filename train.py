@@ -6,7 +6,8 @@ Usage:
     python train.py --data VisDrone.yaml --cfg models/yolov5x-p2-ema.yaml --weights yolov5x.pt \\
         --hyp data/hyps/hyp.VisDrone.yaml --batch-size 5
     python train.py --resume                                   # continue the latest interrupted run
-Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots).
+    python train.py --evolve 300                               # evolve hyperparameters (--ray: on Ray Tune)
+Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots); evolution to runs/evolve/exp*/.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noval", action="store_true", help="only validate final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
+    p.add_argument("--ray", action="store_true", help="--evolve on Ray Tune (pip install -r requirements-ray.txt)")
     p.add_argument("--cache", type=str, nargs="?", const="ram", help="--cache images in 'ram' (default) or 'disk'")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
@@ -104,7 +107,10 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
 
 
 def run(argv: list[str] | None = None, **kwargs):
-    """Train; returns the trainer. Keyword arguments override parsed flags (``run(epochs=3, data=...)``)."""
+    """Train; returns the trainer (with --evolve: the evolution folder).
+
+    Keyword arguments override parsed flags (``run(epochs=3, data=...)``).
+    """
     opt = parse_opt(argv or [])
     for k, v in kwargs.items():
         setattr(opt, k, v)
@@ -114,6 +120,10 @@ def run(argv: list[str] | None = None, **kwargs):
 
     keep_freed_memory_on_cpu(opt.device)
 
+    if opt.evolve is not None or opt.ray:  # hyperparameter evolution (utils/evolve.py): checked before --resume
+        from utils.evolve import check_evolve_opt
+
+        check_evolve_opt(opt)
     if opt.resume:
         last = latest_run(opt.project) if opt.resume is True else Path(opt.resume)
         if not last.is_file():
@@ -130,6 +140,10 @@ def run(argv: list[str] | None = None, **kwargs):
             cfg = str(resolve_cfg(DEMO["cfg"]))
         setup = {"overrides": engine_overrides(opt, cfg), "hyp": hyp, "weights": opt.weights or None,
                  "autoanchor": not opt.noautoanchor, "sync_bn": opt.sync_bn}
+    if opt.evolve is not None:  # many short trainings instead of one; returns the evolution folder
+        from utils.evolve import evolve
+
+        return evolve(opt, setup)
     with all_cores():
         trainer = YOLOv5Trainer(**setup)
         trainer.train()
