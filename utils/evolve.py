@@ -146,7 +146,7 @@ def read_csv(file: Path) -> tuple[list[str], np.ndarray]:
 def append_row(file: Path, keys: list[str], results: list[float], hyp: dict[str, float]) -> None:
     """Add one training to ``evolve.csv`` (YOLOv5's layout: 20-character columns, 5 significant digits)."""
     values = [*results, *(hyp[k] for k in keys)]
-    text = "" if file.exists() else ",".join(f"{k:>20s}" for k in (*RESULT_KEYS, *keys)) + "\n"
+    text = "" if file.exists() and file.stat().st_size else ",".join(f"{k:>20s}" for k in (*RESULT_KEYS, *keys)) + "\n"
     with open(file, "a", encoding="utf-8") as f:
         f.write(text + ",".join(f"{v:20.5g}" for v in values) + "\n")
 
@@ -180,6 +180,7 @@ def plot_evolve(csv: Path) -> Path:
         ax.plot(rows[best, NR + j], fit[best], "k+", markersize=15)
         ax.set_title(f"{k} = {rows[best, NR + j]:.3g}", fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.locator_params(axis="x", nbins=4)
         if j % cols:
             ax.set_yticklabels([])
         else:
@@ -234,9 +235,13 @@ def check_evolve_opt(opt: argparse.Namespace) -> None:
     if opt.ray:
         try:
             import optuna  # noqa: F401
-            import ray.tune  # noqa: F401
+            import ray.tune
         except ImportError as e:
             raise EvolveError(f"--ray needs Ray Tune and Optuna ({e}): pip install -r requirements-ray.txt") from None
+        from ultralytics.utils.checks import check_version
+
+        if not check_version(ray.__version__, ">=2.41.0"):  # else the engine's runner would try to install it
+            raise EvolveError(f"--ray needs Ray >= 2.41 (found {ray.__version__}): pip install -r requirements-ray.txt")
     if Path(opt.project).resolve() == (ROOT / "runs" / "train").resolve():
         opt.project = str(ROOT / "runs" / "evolve")
 
@@ -285,7 +290,9 @@ def evolve(opt: argparse.Namespace, setup: dict, rng: np.random.Generator | None
     save_dir = search_dir(Path(opt.project) / opt.name, search_settings(setup), opt.exist_ok)
     csv = save_dir / "evolve.csv"
     base = {k: v for k, v in setup["hyp"].items() if k != "label_smoothing"}  # label_smoothing is a flag
-    keys, rows = read_csv(csv) if csv.exists() else (list(base), np.zeros((0, NR + len(base))))
+    keys, rows = read_csv(csv) if csv.exists() else ([], None)
+    if not keys:  # a new search
+        keys, rows = list(base), np.zeros((0, NR + len(base)))
     if set(keys) != set(base):
         raise EvolveError(f"{csv}: its hyperparameters ({', '.join(keys)}) are not those of the --hyp file "
                           f"({', '.join(base)}); start another search with a new --name")
