@@ -103,6 +103,12 @@ def test_bad_evolve_flags_fail_with_one_line(flags, message, tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
+def test_evolve_refuses_a_torchrun_launch(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(EvolveError, match=r"multi-GPU DDP training \(2 processes\)"):
+        train.run(["--evolve", "--project", str(tmp_path)])
+
+
 def evolved(save_dir: Path) -> tuple[list[str], np.ndarray]:
     keys, rows = read_csv(save_dir / "evolve.csv")
     assert all(within_limits(dict(zip(keys, r[NR:]))) for r in rows)

@@ -228,10 +228,12 @@ def check_evolve_opt(opt: argparse.Namespace) -> None:
     if opt.resume:
         raise EvolveError("--evolve cannot be combined with --resume: run the same --evolve command again to continue "
                           "the search from its evolve.csv")
-    devices = [d for d in str(opt.device).lower().replace("cuda:", "").split(",") if d.strip()]
-    if len(devices) > 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise EvolveError(f"--evolve is not compatible with multi-GPU DDP training (--device {opt.device}): evolve on "
-                          f"one device (--device {devices[0] if devices else 0}), or train several at once with --ray")
+    devices = [d.strip() for d in str(opt.device).lower().replace("cuda:", "").split(",") if d.strip()]
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if len(devices) > 1 or world > 1:
+        how = f"--device {opt.device}" if len(devices) > 1 else f"{world} processes"
+        raise EvolveError(f"--evolve is not compatible with multi-GPU DDP training ({how}): evolve on one device "
+                          f"(--device {devices[0] if devices else 0}), or train several at once with --ray")
     if opt.ray:
         try:
             import optuna  # noqa: F401
