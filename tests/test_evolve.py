@@ -1,4 +1,4 @@
-"""Hyperparameter evolution (train.py --evolve [--ray]): mutation, limits, evolve.csv, continuing a search, bad flags."""
+"""Hyperparameter evolution (train.py --evolve [--ray]): mutation, limits, evolve.csv, continuing, bad flags."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 
 import train
 from utils.engine import load_hyp
-from utils.evolve import (META, NR, EvolveError, append_row, constrain, fitness, mutate, read_csv, search_dir)
+from utils.evolve import META, NR, EvolveError, append_row, constrain, fitness, mutate, read_csv, search_dir
 
 # A tiny run: 1 epoch of yolov5n at 64 px on 32 images, no dataloader workers.
 TINY = ["--imgsz", "64", "--epochs", "1", "--batch-size", "16", "--cfg", "models/yolov5n.yaml", "--workers", "0"]

@@ -209,7 +209,7 @@ def train_generation(setup: dict, hyp: dict[str, float], save_dir: Path, device:
     with all_cores():
         trainer = EvolveTrainer(overrides=overrides, hyp={**setup["hyp"], **hyp}, weights=setup.get("weights"),
                                 autoanchor=setup.get("autoanchor", True))
-        for callbacks in trainer.callbacks.values():  # the engine's Ray Tune reporter: see RayTrial.train
+        for callbacks in trainer.callbacks.values():  # the engine's Ray Tune reporter: see RayTrial
             callbacks[:] = [c for c in callbacks if not c.__module__.endswith("callbacks.raytune")]
         trainer.train()
     shutil.rmtree(save_dir, ignore_errors=True)
@@ -336,8 +336,8 @@ class RayTrial:
     task = "detect"
 
     def __init__(self, setup: dict, keys: list[str]):
-        self.setup = {k: v for k, v in setup.items() if k != "overrides"}  # the engine arguments come in ``config``,
-        self.cfg = str(Path(setup["overrides"]["model"]).resolve())  # not the model YAML: run_ray_tune has a 'model'
+        self.setup = {k: v for k, v in setup.items() if k != "overrides"}  # engine arguments arrive in ``config``,
+        self.cfg = str(Path(setup["overrides"]["model"]).resolve())  # but the model YAML ('model' is the runner's)
         if self.setup.get("weights") and Path(self.setup["weights"]).is_file():  # trials may run in another folder
             self.setup["weights"] = str(Path(self.setup["weights"]).resolve())
         self.keys = keys
@@ -363,8 +363,8 @@ def ray_evolve(opt: argparse.Namespace, setup: dict, keys: list[str], rows: np.n
     An interrupted Ray search (``save_dir/ray``) is restored by the engine's runner and finished first.
     """
     import ray
-    from ray import tune
     from optuna.samplers import TPESampler
+    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
     from ultralytics.utils.tuner import run_ray_tune
 
@@ -387,8 +387,8 @@ def ray_evolve(opt: argparse.Namespace, setup: dict, keys: list[str], rows: np.n
     gpus = 0 if str(opt.device).lower() == "cpu" or not ray.cluster_resources().get("GPU") else 1
     overrides = {**{k: v for k, v in setup["overrides"].items() if k not in ("save_dir", "model")},
                  "save_dir": str(tune_dir), "name": "trial"}
-    LOGGER.info(f"{PREFIX}Ray Tune: {'finishing the interrupted search in ' if restoring else ''}{tune_dir}, "
-                f"{todo} trial(s) of {gpus} GPU each, searching {', '.join(free)}")
+    LOGGER.info(f"{PREFIX}Ray Tune in {tune_dir}: " + ("finishing the interrupted search" if restoring else
+                f"{todo} trial(s) of {gpus} GPU each, searching {', '.join(free)}"))
     grid = run_ray_tune(RayTrial(setup, keys), space=space, grace_period=overrides["epochs"], gpu_per_trial=gpus,
                         iterations=max(todo, 1), search_alg=searcher, **overrides)
     csv = save_dir / "evolve.csv"
