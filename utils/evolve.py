@@ -394,7 +394,8 @@ def ray_evolve(opt: argparse.Namespace, setup: dict, keys: list[str], rows: np.n
     csv = save_dir / "evolve.csv"
     for result in grid:
         if result.error or "fitness" not in (result.metrics or {}):
-            LOGGER.warning(f"{PREFIX}a trial failed and is not recorded: {result.error}")
+            LOGGER.warning(f"{PREFIX}{result.path}: the trial did not finish, not recorded"
+                           + (f" ({result.error})" if result.error else ""))
             continue
         hyp = constrain({k: result.config[k] if k in free else setup["hyp"][k] for k in keys})
         append_row(csv, keys, [float(result.metrics[k]) for k in ENGINE_RESULT_KEYS], hyp)
