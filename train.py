@@ -8,7 +8,8 @@ Usage:
     python train.py --resume                                   # continue the latest interrupted run
     python train.py --device 0,1 ...                           # one process per GPU (DDP)
     python -m torch.distributed.run --nproc_per_node 2 train.py --device 0,1 ...   # the same, launched by hand
-Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots).
+    python train.py --evolve 300                               # evolve hyperparameters (--ray: on Ray Tune)
+Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots); evolution to runs/evolve/exp*/.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noval", action="store_true", help="only validate final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
+    p.add_argument("--ray", action="store_true", help="--evolve on Ray Tune (pip install -r requirements-ray.txt)")
     p.add_argument("--cache", type=str, nargs="?", const="ram", help="--cache images in 'ram' (default) or 'disk'")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
@@ -135,8 +138,8 @@ def resume_overrides(opt: argparse.Namespace) -> dict:
 
 
 def run(**options):
-    """Train; returns the trainer. ``options`` are the flags' names (``run(data="coco.yaml", epochs=3)``), the others
-    default as on the command line."""
+    """Train; returns the trainer (with --evolve: the evolution folder). ``options`` are the flags' names
+    (``run(data="coco.yaml", epochs=3)``), the others default as on the command line."""
     opt = parse_opt([])
     unknown = sorted(set(options) - set(vars(opt)))
     if unknown:
@@ -150,6 +153,10 @@ def run(**options):
 
     keep_freed_memory_on_cpu(opt.device)
 
+    if opt.evolve is not None or opt.ray:  # hyperparameter evolution (utils/evolve.py): checked before --resume
+        from utils.evolve import check_evolve_opt
+
+        check_evolve_opt(opt)
     if opt.resume:
         setup = {"overrides": resume_overrides(opt), "hyp": load_hyp(hyp_path(opt))}
     else:
@@ -167,6 +174,10 @@ def run(**options):
             cfg = str(write_attention_cfg(cfg, opt.attention, Path(opt.project)))
         setup = {"overrides": engine_overrides(opt, cfg), "hyp": hyp, "weights": opt.weights or None,
                  "autoanchor": not opt.noautoanchor, "sync_bn": opt.sync_bn}
+    if opt.evolve is not None:  # many short trainings instead of one; returns the evolution folder
+        from utils.evolve import evolve
+
+        return evolve(opt, setup)
     with all_cores(), no_empty_run_dir(setup["overrides"].get("save_dir")):
         trainer = YOLOv5Trainer(**setup)
         trainer.train()
@@ -200,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     opt = parse_opt(argv)
     with user_errors():
         if device_count(opt.device) > 1 and "LOCAL_RANK" not in os.environ:
+            if opt.evolve is not None or opt.ray:
+                from utils.evolve import check_evolve_opt
+
+                check_evolve_opt(opt)  # refuses several devices with YOLOv5's message
             return launch_ddp(argv, device_count(opt.device))
         run(**vars(opt))
     return 0
