@@ -75,3 +75,20 @@ class StubModel(nn.Module):
         super().__init__()
         self.model = nn.Sequential(StubDetect(**det_kwargs))
         self.hyp = dict(DEFAULT_HYP) if hyp is None else hyp
+
+
+SHAPES_NAMES = {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}
+
+
+def shapes_data(root: Path, n_train: int, n_val: int, imgsz: int, seed: int = 0) -> Path:
+    """A generated shapes dataset under ``root/shapes`` and its data YAML ``root/shapes.yaml`` (absolute paths, so
+    nothing is written into the repository); returns the YAML's path."""
+    import yaml
+
+    from utils.dataprep import make_shapes_dataset
+
+    make_shapes_dataset(root / "shapes", n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed)
+    f = root / "shapes.yaml"
+    f.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
+                                 "names": SHAPES_NAMES}))
+    return f

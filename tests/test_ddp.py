@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import train
-from utils.dataprep import make_shapes_dataset
+from tests.helpers import shapes_data
 from utils.engine import device_count, load_hyp, split_hyp
 from utils.loss import scale_hyp_for_model
 
@@ -83,10 +83,7 @@ def load(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def tiny_shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp-data")
-    make_shapes_dataset(root / "shapes", n_train=16, n_val=8, imgsz=64, seed=0)
-    cfg = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-           "names": {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}}
-    (root / "shapes.yaml").write_text(yaml.safe_dump(cfg))
+    shapes_data(root, n_train=16, n_val=8, imgsz=64)
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.shapes.yaml").read_text()) | {"obj": 1.7, "warmup_epochs": 0.0}
     (root / "hyp.yaml").write_text(yaml.safe_dump(hyp))
     return root

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import train
+from tests.helpers import shapes_data
 from utils.engine import load_hyp
 from utils.evolve import META, NR, EvolveError, append_row, constrain, fitness, mutate, read_csv, search_dir
 
@@ -24,14 +25,7 @@ def train_with_flags(argv: list[str]):
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     """The bundled shapes data, generated small."""
-    from utils.dataprep import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    make_shapes_dataset(root / "shapes", n_train=32, n_val=16, imgsz=64, seed=0)
-    f = root / "shapes.yaml"
-    f.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-                                 "names": {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}}))
-    return f
+    return shapes_data(tmp_path_factory.mktemp("data"), n_train=32, n_val=16, imgsz=64)
 
 
 def within_limits(hyp: dict[str, float]) -> bool:

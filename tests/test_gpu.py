@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import train
 import val
 from models.attention import ATTENTION
-from utils.dataprep import make_shapes_dataset
+from tests.helpers import shapes_data
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m gpu on a GPU)")]
@@ -27,13 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def amp_run(tmp_path_factory) -> Path:
     """yolov5s-ema trained with AMP (the engine's default on CUDA) for a few hundred iterations on the shapes data."""
     root = tmp_path_factory.mktemp("gpu")
-    make_shapes_dataset(root / "shapes", n_train=400, n_val=100, imgsz=256, seed=0)
-    cfg = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-           "names": {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}}
-    (root / "shapes.yaml").write_text(yaml.safe_dump(cfg))
-    trainer = train.run(["--device", "0", "--data", str(root / "shapes.yaml"), "--cfg", "models/yolov5s-ema.yaml",
-                         "--imgsz", "256", "--batch-size", "16", "--epochs", "12", "--hyp", "data/hyps/hyp.shapes.yaml",
-                         "--optimizer", "AdamW", "--project", str(root / "runs"), "--workers", "4"])
+    data = shapes_data(root, n_train=400, n_val=100, imgsz=256)
+    trainer = train.run(device="0", data=str(data), cfg="models/yolov5s-ema.yaml", imgsz=256, batch_size=16,
+                        epochs=12, hyp="data/hyps/hyp.shapes.yaml", optimizer="AdamW", project=str(root / "runs"),
+                        workers=4)
     assert trainer.amp, "AMP is on by default on CUDA"
     return Path(trainer.save_dir)
 

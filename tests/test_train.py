@@ -11,7 +11,7 @@ import yaml
 
 import train
 import val
-from utils.dataprep import make_shapes_dataset
+from tests.helpers import shapes_data
 from utils.engine import HypError, YOLOv5Trainer, load_hyp, split_hyp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     """A small shapes dataset and its data YAML (absolute paths, so nothing is written into the repo)."""
-    root = tmp_path_factory.mktemp("data")
-    make_shapes_dataset(root / "shapes", n_train=160, n_val=48, imgsz=128, seed=0)
-    cfg = {"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-           "names": {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}}
-    f = root / "shapes.yaml"
-    f.write_text(yaml.safe_dump(cfg))
-    return f
+    return shapes_data(tmp_path_factory.mktemp("data"), n_train=160, n_val=48, imgsz=128)
 
 
 # Short-run recipe: no gradient accumulation and a short warmup, so a few epochs make real progress on CPU.

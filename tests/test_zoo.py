@@ -18,6 +18,7 @@ import yaml
 from models.common import C3TR, BottleneckCSP, Contract, Conv, Expand, GhostBottleneck, GhostConv
 from models.yolo import Model, ModelYAMLError, parse_activation, resolve_cfg
 from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
+from tests.helpers import shapes_data
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "models" / "hub"
@@ -253,14 +254,7 @@ def test_p6_and_p7_need_multiples_of_their_largest_stride():
 
 @pytest.fixture(scope="module")
 def tiny_shapes(tmp_path_factory) -> Path:
-    from utils.dataprep import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("p6data")
-    make_shapes_dataset(root / "shapes", n_train=32, n_val=8, imgsz=128, seed=1)
-    f = root / "shapes.yaml"
-    f.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
-                                 "names": {0: "circle", 1: "rectangle", 2: "triangle", 3: "star"}}))
-    return f
+    return shapes_data(tmp_path_factory.mktemp("p6data"), n_train=32, n_val=8, imgsz=128, seed=1)
 
 
 def test_p6_model_trains_validates_detects_and_exports(tiny_shapes, tmp_path):
