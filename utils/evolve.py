@@ -179,7 +179,7 @@ def plot_evolve(csv: Path) -> Path:
         ax.plot(rows[best, NR + j], fit[best], "k+", markersize=15)
         ax.set_title(f"{k} = {rows[best, NR + j]:.3g}", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.locator_params(axis="x", nbins=4)
+        ax.locator_params(axis="x", nbins=3)
         if j % cols:
             ax.set_yticklabels([])
         else:
