@@ -141,7 +141,7 @@ def test_yaml_errors_name_the_layer(tmp_path):
     base = load_cfg("yolov5-blocks")
     bad = deepcopy(base)
     bad["backbone"][1] = [-1, 1, "DWConv", []]
-    with pytest.raises(ModelYAMLError, match=r"layer 1 .*DWConv's first argument must be its output channel count"):
+    with pytest.raises(ModelYAMLError, match=r"layer 1 .*DWConv's first argument is its output channel count"):
         Model(bad, verbose=False)
     bad = deepcopy(base)
     bad["head"][1] = [-1, 1, "Expand", [3]]
@@ -267,9 +267,9 @@ def test_p6_model_trains_validates_detects_and_exports(tiny_shapes, tmp_path):
 
     cfg = tmp_path / "yolov5n-p6.yaml"
     cfg.write_text(yaml.safe_dump(load_cfg("yolov5-p6", depth_multiple=0.33, width_multiple=0.25)))
-    trainer = train.run(["--cfg", str(cfg), "--data", str(tiny_shapes), "--epochs", "1", "--imgsz", "96",
-                         "--batch-size", "8", "--hyp", "data/hyps/hyp.shapes.yaml", "--noautoanchor", "--noplots",
-                         "--workers", "0", "--project", str(tmp_path / "runs"), "--name", "p6"])
+    trainer = train.run(cfg=str(cfg), data=str(tiny_shapes), epochs=1, imgsz=96, batch_size=8,
+                        hyp="data/hyps/hyp.shapes.yaml", noautoanchor=True, noplots=True, workers=0,
+                        project=str(tmp_path / "runs"), name="p6")
     assert trainer.args.imgsz == 128  # 96 is not a multiple of the largest stride: rounded up to 128
     best = Path(trainer.save_dir) / "weights" / "best.pt"
     model = checkpoint_model(load_checkpoint(best))
