@@ -140,7 +140,7 @@ def cbam(m, x):
         avg, mx = x[n].mean((1, 2)), x[n].flatten(1).max(1).values
         y = x[n] * sigmoid(W2 @ torch.relu(W1 @ avg) + W2 @ torch.relu(W1 @ mx))[:, None, None]
         maps = torch.stack((y.mean(0), y.max(0).values))[None]
-        out[n] = y * sigmoid(conv(maps, m.spatial_attention.conv))[0, 0]
+        out[n] = y * sigmoid(conv(maps, m.spatial_attention.conv1))[0, 0]
     return out
 
 

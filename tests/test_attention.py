@@ -252,7 +252,7 @@ def test_default_options_match_table2():
     assert EMA(256).groups == 32
     assert CA(256).conv1.out_channels == 8 and CA(512).conv1.out_channels == 16 and CA(64).conv1.out_channels == 8
     cbam = CBAM(256)
-    assert cbam.channel_attention.fc1.out_channels == 16 and cbam.spatial_attention.conv.kernel_size == (7, 7)
+    assert cbam.channel_attention.fc1.out_channels == 16 and cbam.spatial_attention.conv1.kernel_size == (7, 7)
     assert SA(256).groups == 64 and sum(p.numel() for p in SA(256).parameters()) == 6 * 256 // 128
     assert ECA(256).conv.kernel_size == (5,) and ECA(64).conv.kernel_size == (3,)
 

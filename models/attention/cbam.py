@@ -34,10 +34,15 @@ class SpatialGate(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"CBAM: kernel_size must be odd, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv1 = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)  # the paper repo's name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.conv(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)).sigmoid()
+        return x * self.conv1(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)).sigmoid()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        if prefix + "conv.weight" in state_dict:  # checkpoints of this project before the rename to the paper's name
+            state_dict[prefix + "conv1.weight"] = state_dict.pop(prefix + "conv.weight")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class CBAM(nn.Module):
