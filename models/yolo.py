@@ -403,6 +403,14 @@ def main(argv: list[str] | None = None) -> Model:
     parser.add_argument("--profile", action="store_true", help="time each layer")
     parser.add_argument("--test", action="store_true", help="build every models/yolo*.yaml")
     opt = parser.parse_args(argv)
+    from models.classify import is_classification_yaml, load_cls_yaml, resolve_cls_cfg
+
+    with contextlib.suppress(FileNotFoundError, ModelYAMLError):  # a classifier's YAML: classify.py prints it
+        cfg = resolve_cls_cfg(opt.cfg)
+        if is_classification_yaml(load_cls_yaml(cfg)):
+            from models.classify import main as classify_main
+
+            return classify_main(["--cfg", str(cfg), "--device", opt.device])
     device = torch.device("cpu" if opt.device == "cpu" else f"cuda:{opt.device}")
     model = Model(opt.cfg).to(device)
     if opt.profile:
