@@ -1,4 +1,5 @@
-"""Export a trained detector to TorchScript, ONNX and OpenVINO (TensorRT on a CUDA machine), with YOLOv5's command line.
+"""Export a trained detector or classifier to TorchScript, ONNX and OpenVINO (TensorRT on a CUDA machine), with YOLOv5's
+command line.
 
 Usage:
     python export.py --weights runs/train/exp/weights/best.pt --include onnx
@@ -6,14 +7,16 @@ Usage:
     python export.py --weights best.pt --include onnx --dynamic --batch-size 4     # dynamic batch/height/width
     python export.py --weights best.pt --include engine --device 0 --half           # TensorRT, needs a GPU
     python export.py --weights best.pt --include openvino onnx --int8 --data data/shapes.yaml   # INT8, calibrated
+    python export.py --weights runs/train-cls/exp/weights/best.pt --include onnx openvino --imgsz 64   # a classifier
 
 Outputs lie next to the weights: ``best.torchscript``, ``best.onnx``, ``best_openvino_model/``, ``best.engine``; with
 ``--int8`` ``best_int8_openvino_model/`` (NNCF post-training quantization) and ``best_int8.onnx`` (ONNX Runtime static
 QDQ quantization), calibrated on ``--calib-images`` images of the ``--data`` YAML's train split, letterboxed like
 inference. The head's decode tail (sigmoid, grid/anchor arithmetic, concat) stays in float.
 Each carries the class names, stride, image size and batch as metadata (read back by ``detect.py``/``val.py`` and
-Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores) and is
-checked against PyTorch right after export (max abs diff printed).
+Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores; a
+classifier: ``(batch, nc)`` probabilities, task ``classify``) and is checked against PyTorch right after export (max
+abs diff printed). ``--int8`` is for detectors only.
 """
 
 from __future__ import annotations
@@ -114,17 +117,26 @@ def parse_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     return list(dict.fromkeys(ALIASES[x] for x in names))
 
 
+def is_classifier(model: nn.Module) -> bool:
+    """Whether ``model`` is one of our classifiers (``models/classify.py``): its output is ``(batch, nc)``
+    probabilities."""
+    from models.classify import ClassificationModel
+
+    return isinstance(model, ClassificationModel)
+
+
 def build_metadata(model: nn.Module, weights: Path, imgsz: list[int], batch: int, dynamic: bool, half: bool,
                    int8: bool) -> dict:
     """Export metadata in the layout Ultralytics' ``AutoBackend`` reads (names, stride, imgsz, batch, task, args)."""
+    task = "classify" if is_classifier(model) else "detect"
     return {
         "description": f"yolov5-attention {weights.stem} ({Path(getattr(model, 'yaml_file', '') or 'model').stem}), "
-                       f"YOLOv5 v6.0 anchor-based detector",
+                       + ("image classifier" if task == "classify" else "YOLOv5 v6.0 anchor-based detector"),
         "author": AUTHOR,
         "date": datetime.now().astimezone().isoformat(),
         "version": VERSION,
         "stride": int(max(model.stride)),
-        "task": "detect",
+        "task": task,
         "batch": batch,
         "imgsz": list(imgsz),
         "names": {int(k): str(v) for k, v in model.names.items()},
@@ -152,7 +164,8 @@ def export_onnx(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict
     """Export to ONNX (input ``images``, output ``output0``), optionally slimmed; metadata in ``metadata_props``."""
     onnx = require("ONNX", "onnx")
     f = file.with_suffix(".onnx")
-    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}} if dynamic else None
+    out_axes = {0: "batch"} if metadata.get("task") == "classify" else {0: "batch", 2: "anchors"}
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": out_axes} if dynamic else None
     torch.onnx.export(wrapper, (im,), str(f), opset_version=opset, dynamo=False, do_constant_folding=True,
                       input_names=["images"], output_names=["output0"], dynamic_axes=axes)
     model_onnx = onnx.load(str(f))
@@ -300,6 +313,8 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     Returns ``{format: {"file": Path, "seconds": float, "max_abs_diff": float | None}}`` (+ ``"agreement"`` for int8).
     """
     formats = parse_include(include)
+    if int8 and is_classifier(model):
+        raise ExportError("--int8 calibrates on detection data; INT8 export of classifiers is not supported yet")
     if int8:
         others = [PRETTY[f] for f in formats if f not in INT8_FORMATS]
         if others:
@@ -411,8 +426,10 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
     results = export_model(model, weights, include, imgsz, batch_size, dynamic, simplify, opset, half, int8, check,
                            data, calib_images)
     files = [str(r["file"]) for r in results.values()]
+    cls = "classify/" if is_classifier(model) else ""
     log(f"\nExport complete ({time.perf_counter() - t:.1f}s)\nResults saved to {weights.parent.resolve()}"
-        + "".join(f"\nDetect:   python detect.py --weights {f}\nValidate: python val.py --weights {f}" for f in files))
+        + "".join(f"\n{'Predict' if cls else 'Detect'}:  python {cls}{'predict' if cls else 'detect'}.py --weights {f}"
+                  f"\nValidate: python {cls}val.py --weights {f}" for f in files))
     return results
 
 

@@ -123,7 +123,7 @@ def test_resolve_errors_say_what_to_pass(tmp_path):
         resolve_cls_data(tmp_path / "flat")
     (tmp_path / "shapes-cls").mkdir()
     (tmp_path / "shapes-cls" / "mine.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="not written by this tool"):
+    with pytest.raises(ClsDataError, match="not written by this tool"):
         resolve_cls_data("shapes-cls", datasets_dir=tmp_path)
     assert (tmp_path / "shapes-cls" / "mine.txt").read_text() == "user data"
 

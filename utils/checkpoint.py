@@ -274,8 +274,8 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     if yaml_file:
         cfg["yaml_file"] = str(yaml_file)
     try:
-        model = Model(cfg, verbose=False)
-    except Exception as e:  # the YAML of a model that is not a YOLOv5 anchor-based detector
+        model = model_from_yaml(cfg)
+    except Exception as e:  # the YAML of a model that is neither a YOLOv5 anchor-based detector nor our classifier
         raise CheckpointError(f"{source}: its model config is not a YOLOv5 (anchor-based) model this repository can "
                               f"build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
     sd = {k: v for k, v in obj.state_dict().items() if not k.endswith(".anchor_grid")}
@@ -293,6 +293,13 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
         _reset_grids(head)  # anchors were overwritten in place
     model.names = _as_dict_names(getattr(obj, "names", None), model.nc)
     return model.float().eval()
+
+
+def model_from_yaml(cfg: dict) -> nn.Module:
+    """Our detector, or our classifier when the YAML ends in a classification head (``models/classify.py``)."""
+    from models.classify import ClassificationModel, is_classification_yaml
+
+    return ClassificationModel(cfg, verbose=False) if is_classification_yaml(cfg) else Model(cfg, verbose=False)
 
 
 def _reset_grids(head: Detect) -> None:

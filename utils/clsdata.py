@@ -78,7 +78,7 @@ def _build(root: Path, write: Callable[[Path], dict], keep: tuple[str, ...] = ()
     ``root`` without the manifest is user data: the call fails before writing rather than delete it.
     """
     if root.exists() and not (root / MANIFEST).is_file() and any(p.name not in keep for p in root.iterdir()):
-        raise FileExistsError(f"{root} exists but was not written by this tool; remove it or pass --data {root} if it "
+        raise ClsDataError(f"{root} exists but was not written by this tool; remove it or pass --data {root} if it "
                               f"already is a train/val image-folder dataset")
     work = root.with_name(root.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -333,7 +333,8 @@ def render_shape_image(rng: np.random.Generator, cls: int, imgsz: int = 64) -> n
 
     s = imgsz
     img = _background(rng, s)
-    geom = _shape_geometry(rng, cls, rng.uniform(0.4, 0.85) * s)
+    img = img.mean((0, 1)) + rng.uniform(0.3, 0.6) * (img - img.mean((0, 1)))  # calmer than detection's backgrounds
+    geom = _shape_geometry(rng, cls, rng.uniform(0.5, 0.9) * s)
     x1, y1, x2, y2 = _extent(cls, geom)
     ox, oy = int(rng.integers(-x1, max(s - x2, -x1) + 1)), int(rng.integers(-y1, max(s - y2, -y1) + 1))
     region = img[max(y1 + oy, 0): y2 + oy, max(x1 + ox, 0): x2 + ox]
