@@ -40,7 +40,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hyp", type=str, default=None,
                    help=f"recipe file, e.g. hyp.cifar100.yaml (default: YOLOv5's classification defaults; "
                         f"{DEMO['hyp']} on the demo data)")
-    p.add_argument("--epochs", type=int, default=None, help=f"total training epochs (default 10; {DEMO['epochs']} demo)")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default 10; {DEMO['epochs']} demo)")
     p.add_argument("--batch-size", type=int, default=None, help=f"total batch size (default 64; {DEMO['batch']} demo)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
                    help=f"train, val image size (pixels; default 224, {DEMO['imgsz']} on the demo data)")

@@ -156,7 +156,7 @@ class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):
         dropout = overrides.pop("dropout", None)
         overrides = {**ENGINE_DEFAULTS, **engine, **overrides}
         if overrides.get("data"):
-            overrides["data"] = str(resolve_cls_data(overrides["data"]))  # a folder, or a named dataset made on first use
+            overrides["data"] = str(resolve_cls_data(overrides["data"]))  # a folder, or a named dataset (made once)
         super().__init__(overrides=overrides, _callbacks=_callbacks)
         self.model = build_classifier(self.args.model, self.data["nc"], cutoff, dropout if dropout is not None else
                                       hyp.get("dropout"), verbose=RANK in {-1, 0})
