@@ -36,7 +36,7 @@ from ultralytics.utils.torch_utils import initialize_weights  # noqa: E402
 
 from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus, build_attention  # noqa: E402
 from models.nam import NAM  # noqa: E402  (until NAM joins the attention registry)
-from models.yolo import (Model, ModelYAMLError, add_layer, count_flops, load_model_yaml, read_cfg,  # noqa: E402
+from models.yolo import (Model, ModelYAMLError, add_layer, load_model_yaml, read_cfg,  # noqa: E402
                          read_row, resolve_cfg)
 
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "backbone", "head")
@@ -185,6 +185,24 @@ def cls_yaml_from_detection(d: dict, nc: int, cutoff: int = 10) -> dict:
     return out
 
 
+def yolov5_cls_yaml(sd: dict[str, torch.Tensor]) -> dict | None:
+    """The classification YAML of an official YOLOv5 ``yolov5?-cls.pt`` from its state_dict (those checkpoints store
+    no YAML): width from the stem's channels, depth from the first C3's bottlenecks, ``nc`` from the head; ``None``
+    when the weights are not a YOLOv5 backbone (cut at 10) with a ``Classify`` head."""
+    try:
+        width = sd["model.0.conv.weight"].shape[0] / 64
+        n2 = len({k.split(".")[3] for k in sd if k.startswith("model.2.m.")})
+        nc = sd["model.9.linear.weight"].shape[0]
+    except (KeyError, AttributeError, IndexError):
+        return None
+    depth = {1: 0.33, 2: 0.67, 3: 1.0, 4: 1.33}.get(n2)
+    if depth is None or "model.9.conv.conv.weight" not in sd:
+        return None
+    d = load_cls_yaml(ROOT / "models" / "cls" / "yolov5s-cls.yaml")
+    d.update(nc=nc, depth_multiple=depth, width_multiple=width, yaml_file="yolov5-cls (official checkpoint)")
+    return d
+
+
 def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
     """Build the layers of a classification YAML dict; returns ``(nn.Sequential of layers, saved layer indices)``."""
     where_file = d.get("yaml_file") or "model YAML"
@@ -264,10 +282,7 @@ class ClassificationModel(BaseModel):
         """YOLOv5's summary line (GFLOPs by thop) plus the multiply-adds of the conv and FC layers (what the paper's
         "FLOPs"/"M-Adds" columns count) at the YAML's image size, and the paper's note."""
         imgsz = imgsz or self.imgsz
-        n_p = sum(p.numel() for p in self.parameters())
-        n_g = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        n_l = len(list(self.modules()))
-        flops = count_flops(self, imgsz)
+        n_l, n_p, n_g, flops = Model.info(self, verbose=False, imgsz=imgsz)
         name = Path(self.yaml_file).stem if self.yaml_file else "Model"
         fused = " (fused)" if self.is_fused() else ""
         if verbose:

@@ -222,3 +222,35 @@ def test_cli_prints_counts_next_to_paper(caplog):
     assert "at 224x224; paper: EMA: 3.55M params, 306M M-Adds" in text
     assert isinstance(ClassificationModel(CLS / "yolov5n-cls.yaml", verbose=False).model[-1], nn.Module)
     assert LinearHead(8, 2).train()(torch.rand(1, 8, 3, 3)).shape == (1, 2)
+
+
+def test_official_yolov5_cls_checkpoint_loads(tmp_path, monkeypatch):
+    """An official yolov5?-cls.pt (YOLOv5's own classes, no YAML stored) loads through the restricted loader."""
+    import sys
+    from copy import deepcopy
+
+    from test_checkpoint import _fake_modules, _to_original, randomise_bn
+
+    from utils.checkpoint import load_model
+
+    ours = randomise_bn(ClassificationModel(CLS / "yolov5s-cls.yaml", nc=10, verbose=False)).eval()
+    fake = _fake_modules("ClassificationModel")
+    fake["models.common"].Classify = type("Classify", (nn.Module,), {"__module__": "models.common",
+                                                                     "__qualname__": "Classify"})
+    head = fake["models.common"].Classify()
+    head.conv, head.pool = _to_original(ours.model[-1].conv, fake), nn.AdaptiveAvgPool2d(1)
+    head.drop, head.linear = nn.Dropout(0.0), deepcopy(ours.model[-1].linear)
+    head.i, head.f, head.type = 9, -1, "models.common.Classify"
+    model = fake["models.yolo"].ClassificationModel()
+    model.model = nn.Sequential(*(_to_original(m, fake) for m in ours.model[:-1]), head)
+    model.stride, model.save, model.nc, model.names = torch.tensor([32.0]), [], 10, [f"c{i}" for i in range(10)]
+    with monkeypatch.context() as mp:
+        for k, v in fake.items():
+            mp.setitem(sys.modules, k, v)
+        torch.save({"model": model.half(), "ema": None, "epoch": 99, "optimizer": None}, tmp_path / "yolov5s-cls.pt")
+    loaded = load_model(tmp_path / "yolov5s-cls.pt", fuse=False)
+    assert isinstance(loaded, ClassificationModel) and loaded.yaml["width_multiple"] == 0.5 and loaded.nc == 10
+    assert loaded.names[3] == "c3"
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x)[1], ours.half().float()(x)[1], atol=1e-3)

@@ -266,6 +266,10 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     """
     obj = _unwrap(obj)
     cfg = getattr(obj, "yaml", None) if isinstance(obj, nn.Module) else None
+    if not isinstance(cfg, dict) and isinstance(obj, nn.Module):  # official yolov5?-cls.pt files store no YAML
+        from models.classify import yolov5_cls_yaml
+
+        cfg = yolov5_cls_yaml(obj.state_dict())
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{source}: the pickled model has no YOLOv5 'yaml' config to rebuild it from; "
                               f"{CHECKPOINT_HELP}")
