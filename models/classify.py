@@ -29,6 +29,7 @@ from utils import offline  # noqa: E402,F401  (keeps the engine offline before i
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
 from ultralytics.nn.tasks import BaseModel  # noqa: E402
 from ultralytics.utils import LOGGER  # noqa: E402
 from ultralytics.utils.ops import make_divisible  # noqa: E402
@@ -36,8 +37,7 @@ from ultralytics.utils.torch_utils import initialize_weights  # noqa: E402
 
 from models.common import ATTENTION, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus, build_attention  # noqa: E402
 from models.nam import NAM  # noqa: E402  (until NAM joins the attention registry)
-from models.yolo import (Model, ModelYAMLError, add_layer, load_model_yaml, read_cfg,  # noqa: E402
-                         read_row, resolve_cfg)
+from models.yolo import Model, ModelYAMLError, _resolve_arg, _resolve_module, resolve_cfg  # noqa: E402
 
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "backbone", "head")
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "hardswish": nn.Hardswish}
@@ -169,7 +169,14 @@ def is_classification_yaml(d: dict) -> bool:
 
 def load_cls_yaml(path: str | Path) -> dict:
     """Read a classification YAML and check its top-level keys before anything is built."""
-    return load_model_yaml(path, REQUIRED_KEYS, "a classification YAML")
+    try:
+        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ModelYAMLError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(d, dict) or (missing := [k for k in REQUIRED_KEYS if k not in d]):
+        raise ModelYAMLError(f"{path}: a classification YAML is a mapping with keys {', '.join(REQUIRED_KEYS)}"
+                             + (f"; missing {', '.join(missing)}" if isinstance(d, dict) else ""))
+    return d
 
 
 def cls_yaml_from_detection(d: dict, nc: int, cutoff: int = 10) -> dict:
@@ -213,7 +220,18 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
     layers, save, c2 = [], [], ch[-1]
     rows = list(d["backbone"]) + list(d["head"])
     for i, row in enumerate(rows):
-        where, f, froms, n, m, args = read_row(row, i, where_file, names, gd, MODULES)
+        where = f"{where_file}: layer {i} {row!r}"
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
+        f, n, m_name, args = row
+        m = MODULES[m_name] if isinstance(m_name, str) and m_name in MODULES else _resolve_module(m_name, where)
+        args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
+        froms = [f] if isinstance(f, int) else list(f) if isinstance(f, (list, tuple)) else []
+        if not froms or not all(isinstance(x, int) and (x == -1 or -i <= x < i) for x in froms):
+            raise ModelYAMLError(f"{where}: 'from' must be -1 or the index (list of indices) of earlier layers")
+        if not isinstance(n, int) or n < 1:
+            raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
+        n = max(round(n * gd), 1) if n > 1 else n
         try:
             c1 = sum(ch[x] for x in froms) if m in HEADS.values() else ch[f if isinstance(f, int) else froms[0]]
             if m in CHANNEL_BLOCKS.values():
@@ -240,7 +258,12 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
             raise
         except (ValueError, TypeError, IndexError, KeyError) as e:
             raise ModelYAMLError(f"{where}: {e}") from e
-        ch = add_layer(layers, save, ch, m_, m, i, f, froms, n, args[1:], c2, verbose)
+        m_.i, m_.f, m_.type, m_.np = i, f, m.__name__, sum(p.numel() for p in m_.parameters())
+        if verbose:
+            LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(args[1:]):<30}")
+        save.extend(x % i for x in froms if x != -1)
+        layers.append(m_)
+        ch = [c2] if i == 0 else [*ch, c2]
     if not isinstance(layers[-1], tuple(HEADS.values())):
         raise ModelYAMLError(f"{where_file}: the last layer must be a classification head "
                              f"({', '.join(HEADS)}), got {type(layers[-1]).__name__}")
@@ -260,7 +283,13 @@ class ClassificationModel(BaseModel):
     def __init__(self, cfg: str | Path | dict = "yolov5s-cls.yaml", ch: int = 3, nc: int | None = None,
                  verbose: bool = True):
         super().__init__()
-        self.yaml, self.yaml_file, ch = read_cfg(cfg, ch, nc, resolve=resolve_cls_cfg, load=load_cls_yaml)
+        file = None if isinstance(cfg, dict) else str(resolve_cls_cfg(cfg))
+        self.yaml = deepcopy(cfg) if file is None else {**load_cls_yaml(file), "yaml_file": file}
+        self.yaml_file = self.yaml.get("yaml_file", "")
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml["nc"]:
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
         self.model, self.save = parse_cls_model(deepcopy(self.yaml), ch=[ch], verbose=verbose)
         self.nc = self.yaml["nc"]
         self.names = {i: str(i) for i in range(self.nc)}

@@ -14,7 +14,6 @@ import math
 import sys
 from copy import deepcopy
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -108,7 +107,17 @@ class Model(BaseModel):
     def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
                  anchors: list | int | None = None, verbose: bool = True):
         super().__init__()
-        self.yaml, self.yaml_file, ch = read_cfg(cfg, ch, nc)
+        if isinstance(cfg, dict):
+            self.yaml = deepcopy(cfg)
+            self.yaml_file = self.yaml.get("yaml_file", "")
+        else:
+            self.yaml_file = str(resolve_cfg(cfg))
+            self.yaml = load_model_yaml(self.yaml_file)
+            self.yaml["yaml_file"] = self.yaml_file
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml["nc"]:
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
         if anchors:
             LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
             self.yaml["anchors"] = anchors
@@ -269,48 +278,28 @@ def resolve_cfg(cfg: str | Path) -> Path:
     raise FileNotFoundError(f"model YAML '{cfg}' not found (looked in the working directory and {ROOT / 'models'})")
 
 
-def load_model_yaml(path: str | Path, required: tuple[str, ...] = REQUIRED_KEYS,
-                    kind: str = "a YOLOv5 model YAML") -> dict:
-    """Read a model YAML and check its top-level keys (``required``) before anything is built."""
+def load_model_yaml(path: str | Path) -> dict:
+    """Read a model YAML and check its top-level keys before anything is built."""
     try:
         with open(path, encoding="utf-8") as f:
             d = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise ModelYAMLError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(d, dict):
-        raise ModelYAMLError(f"{path}: expected a mapping with keys {', '.join(required)}")
-    missing = [k for k in required if k not in d]
+        raise ModelYAMLError(f"{path}: expected a mapping with keys {', '.join(REQUIRED_KEYS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
-        raise ModelYAMLError(f"{path}: missing key(s) {', '.join(missing)}; {kind} needs {', '.join(required)}")
+        raise ModelYAMLError(f"{path}: missing key(s) {', '.join(missing)}; a YOLOv5 model YAML needs {', '.join(REQUIRED_KEYS)}")
     return d
 
 
-def read_cfg(cfg: str | Path | dict, ch: int, nc: int | None, resolve=resolve_cfg,
-             load=load_model_yaml) -> tuple[dict, str, int]:
-    """``(model dict, its file, input channels)`` from a YAML path/name (found by ``resolve``, read by ``load``) or a
-    dict, with the input channels stored and ``nc`` overriding the YAML's (logged)."""
-    if isinstance(cfg, dict):
-        d = deepcopy(cfg)
-        file = d.get("yaml_file", "")
-    else:
-        file = str(resolve(cfg))
-        d = load(file)
-        d["yaml_file"] = file
-    ch = d["ch"] = d.get("ch", ch)
-    if nc and nc != d["nc"]:
-        LOGGER.info(f"Overriding model.yaml nc={d['nc']} with nc={nc}")
-        d["nc"] = nc
-    return d, file, ch
-
-
-def _resolve_module(name, where: str, modules: dict[str, type[nn.Module]] | None = None) -> type[nn.Module]:
-    modules = MODULES if modules is None else modules
+def _resolve_module(name, where: str) -> type[nn.Module]:
     if isinstance(name, str):
-        if name in modules:
-            return modules[name]
+        if name in MODULES:
+            return MODULES[name]
         if name.startswith("nn.") and isinstance(getattr(nn, name[3:], None), type):
             return getattr(nn, name[3:])
-    known = ", ".join(sorted(modules))
+    known = ", ".join(sorted(MODULES))
     raise ModelYAMLError(f"{where}: unknown module '{name}'; known modules: {known}, or any torch 'nn.<Name>'")
 
 
@@ -348,7 +337,22 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     layers, save, c2 = [], [], ch[-1]
     rows = list(d["backbone"]) + list(d["head"])
     for i, row in enumerate(rows):
-        where, f, froms, n, m, args = read_row(row, i, where_file, names, gd)
+        where = f"{where_file}: layer {i} {row!r}"
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
+        f, n, m_name, args = row
+        m = _resolve_module(m_name, where)
+        args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
+        froms = [f] if isinstance(f, int) else f
+        if not (isinstance(froms, (list, tuple)) and froms and all(isinstance(x, int) for x in froms)):
+            raise ModelYAMLError(f"{where}: 'from' must be an int or a list of ints")
+        for x in froms:
+            if not (x == -1 or -i <= x < i):
+                raise ModelYAMLError(f"{where}: 'from' index {x} does not name an earlier layer (0..{i - 1} or -1..-{i})")
+        if not isinstance(n, int) or n < 1:
+            raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
+        n = max(round(n * gd), 1) if n > 1 else n
+
         try:
             if m in CHANNEL_BLOCKS.values():
                 c1, c2 = ch[f], args[0]
@@ -377,45 +381,17 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         except (ValueError, TypeError, IndexError) as e:
             raise ModelYAMLError(f"{where}: {e}") from e
 
-        ch = add_layer(layers, save, ch, m_, m, i, f, froms, n, args, c2, verbose)
+        m_.i, m_.f = i, f
+        m_.type = f"nn.{m.__name__}" if m.__module__.startswith("torch.nn") else m.__name__
+        m_.np = sum(p.numel() for p in m_.parameters())
+        if verbose:
+            LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
+        save.extend(x % i for x in froms if x != -1)
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
     return nn.Sequential(*layers), sorted(set(save))
-
-
-def read_row(row, i: int, where_file: str, names: dict, gd: float,
-             modules: dict[str, type[nn.Module]] | None = None) -> tuple[str, Any, list[int], int, type, list]:
-    """Check one ``[from, number, module, args]`` row: ``(where, from, from list, depth-scaled number, module class,
-    resolved args)``; any problem is a ``ModelYAMLError`` naming the file and the row."""
-    where = f"{where_file}: layer {i} {row!r}"
-    if not (isinstance(row, (list, tuple)) and len(row) == 4):
-        raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
-    f, n, m_name, args = row
-    m = _resolve_module(m_name, where, modules)
-    args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
-    froms = [f] if isinstance(f, int) else f
-    if not (isinstance(froms, (list, tuple)) and froms and all(isinstance(x, int) for x in froms)):
-        raise ModelYAMLError(f"{where}: 'from' must be an int or a list of ints")
-    for x in froms:
-        if not (x == -1 or -i <= x < i):
-            raise ModelYAMLError(f"{where}: 'from' index {x} does not name an earlier layer (0..{i - 1} or -1..-{i})")
-    if not isinstance(n, int) or n < 1:
-        raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
-    return where, f, list(froms), (max(round(n * gd), 1) if n > 1 else n), m, args
-
-
-def add_layer(layers: list, save: list, ch: list[int], m_: nn.Module, m: type, i: int, f, froms: list[int], n: int,
-              args: list, c2: int, verbose: bool) -> list[int]:
-    """Tag a built layer with YOLOv5's attributes (``i``, ``f``, ``type``, ``np``), log its table row, append it and
-    its output channels; returns the channel list (restarted after layer 0, whose input was the image)."""
-    m_.i, m_.f = i, f
-    m_.type = f"nn.{m.__name__}" if m.__module__.startswith("torch.nn") else m.__name__
-    m_.np = sum(p.numel() for p in m_.parameters())
-    if verbose:
-        LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
-    save.extend(x % i for x in froms if x != -1)
-    layers.append(m_)
-    ch = [] if i == 0 else ch
-    ch.append(c2)
-    return ch
 
 
 def main(argv: list[str] | None = None) -> Model:

@@ -192,7 +192,7 @@ def test_train_and_eval_outputs_and_fuse():
     (lambda d: d["backbone"][1][3].__setitem__(2, "EMAX"), r"layer 1 .*unknown attention module 'EMAX'"),
     (lambda d: d["backbone"][1][3].__setitem__(0, 100), r"layer 1 .*EMA: 100 input channels"),
     (lambda d: d["head"].__setitem__(0, [-1, 1, "ConvAct", [8]]), "the last layer must be a classification head"),
-    (lambda d: d.pop("width_multiple"), "missing key"),
+    (lambda d: d.pop("width_multiple"), "missing width_multiple"),
 ])
 def test_bad_yaml_names_the_line(tmp_path, edit, message):
     d = yaml.safe_load((CLS / "resnet50-cifar100-ema.yaml").read_text())
@@ -227,26 +227,34 @@ def test_cli_prints_counts_next_to_paper(caplog):
 def test_official_yolov5_cls_checkpoint_loads(tmp_path, monkeypatch):
     """An official yolov5?-cls.pt (YOLOv5's own classes, no YAML stored) loads through the restricted loader."""
     import sys
-    from copy import deepcopy
-
-    from test_checkpoint import _fake_modules, _to_original, randomise_bn
+    import types
 
     from utils.checkpoint import load_model
 
-    ours = randomise_bn(ClassificationModel(CLS / "yolov5s-cls.yaml", nc=10, verbose=False)).eval()
-    fake = _fake_modules("ClassificationModel")
-    fake["models.common"].Classify = type("Classify", (nn.Module,), {"__module__": "models.common",
-                                                                     "__qualname__": "Classify"})
-    head = fake["models.common"].Classify()
-    head.conv, head.pool = _to_original(ours.model[-1].conv, fake), nn.AdaptiveAvgPool2d(1)
-    head.drop, head.linear = nn.Dropout(0.0), deepcopy(ours.model[-1].linear)
-    head.i, head.f, head.type = 9, -1, "models.common.Classify"
-    model = fake["models.yolo"].ClassificationModel()
-    model.model = nn.Sequential(*(_to_original(m, fake) for m in ours.model[:-1]), head)
+    torch.manual_seed(0)
+    ours = ClassificationModel(CLS / "yolov5s-cls.yaml", nc=10, verbose=False).eval()
+    for bn in (m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.running_var.uniform_(0.5, 1.5)
+    common, yolo = types.ModuleType("models.common"), types.ModuleType("models.yolo")
+    for mod, names in ((common, ("Conv", "C3", "Bottleneck", "Classify")), (yolo, ("ClassificationModel",))):
+        for name in names:  # YOLOv5's classes, as plain attribute holders (pickled under their module paths)
+            setattr(mod, name, type(name, (nn.Module,), {"__module__": mod.__name__, "__qualname__": name}))
+
+    def original(layer: nn.Module) -> nn.Module:
+        o = getattr(common, type(layer).__name__)()
+        for k, v in layer.named_children():
+            o.add_module(k, nn.Sequential(*map(original, v)) if isinstance(v, nn.Sequential) and k == "m"
+                         else original(v) if type(v).__name__ in ("Conv", "Bottleneck") else v)
+        o.__dict__.update({k: v for k, v in layer.__dict__.items() if k in ("i", "f", "type", "np", "add")})
+        return o
+
+    model = yolo.ClassificationModel()
+    model.model = nn.Sequential(*map(original, ours.model))
     model.stride, model.save, model.nc, model.names = torch.tensor([32.0]), [], 10, [f"c{i}" for i in range(10)]
     with monkeypatch.context() as mp:
-        for k, v in fake.items():
-            mp.setitem(sys.modules, k, v)
+        mp.setitem(sys.modules, "models.common", common)
+        mp.setitem(sys.modules, "models.yolo", yolo)
         torch.save({"model": model.half(), "ema": None, "epoch": 99, "optimizer": None}, tmp_path / "yolov5s-cls.pt")
     loaded = load_model(tmp_path / "yolov5s-cls.pt", fuse=False)
     assert isinstance(loaded, ClassificationModel) and loaded.yaml["width_multiple"] == 0.5 and loaded.nc == 10
