@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from utils import offline  # noqa: E402,F401
 
 # Defaults of a run on the bundled data: small enough for a CPU.
-DEMO = {"data": "shapes-cls", "model": "models/cls/yolov5n-cls.yaml", "imgsz": 64, "epochs": 20, "batch": 32,
+DEMO = {"data": "shapes-cls", "model": "models/cls/cnn4-ema.yaml", "imgsz": 64, "epochs": 15, "batch": 32,
         "hyp": "data/hyps/hyp.shapes-cls.yaml"}
 
 

@@ -232,6 +232,7 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
         if not isinstance(n, int) or n < 1:
             raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
         n = max(round(n * gd), 1) if n > 1 else n
+        shown = list(args)  # the layer table lists the YAML's arguments
         try:
             c1 = sum(ch[x] for x in froms) if m in HEADS.values() else ch[f if isinstance(f, int) else froms[0]]
             if m in CHANNEL_BLOCKS.values():
@@ -260,7 +261,7 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
             raise ModelYAMLError(f"{where}: {e}") from e
         m_.i, m_.f, m_.type, m_.np = i, f, m.__name__, sum(p.numel() for p in m_.parameters())
         if verbose:
-            LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(args[1:]):<30}")
+            LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(shown):<30}")
         save.extend(x % i for x in froms if x != -1)
         layers.append(m_)
         ch = [c2] if i == 0 else [*ch, c2]

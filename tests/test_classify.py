@@ -20,7 +20,7 @@ from utils.engine import HypError
 from utils.engine_cls import ClassifierTrainer, build_classifier, load_cls_hyp
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 10
+EPOCHS = 6
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def shapes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(shapes, tmp_path_factory):
-    """yolov5n-cls trained from scratch for a few epochs at 64x64 (the demo recipe, shorter)."""
+    """The demo classifier (a small CNN with EMA) trained from scratch for a few epochs at 64x64 (demo recipe)."""
     project = tmp_path_factory.mktemp("runs")
-    trainer = cls_train.run(["--data", str(shapes), "--model", "models/cls/yolov5n-cls.yaml", "--hyp",
+    trainer = cls_train.run(["--data", str(shapes), "--model", "models/cls/cnn4-ema.yaml", "--hyp",
                              "hyp.shapes-cls.yaml", "--img", "64", "--epochs", str(EPOCHS), "--batch-size", "32",
                              "--project", str(project), "--noplots", "--cache", "ram"])
     return trainer
@@ -40,7 +40,7 @@ def trained(shapes, tmp_path_factory):
 
 def test_short_training_reaches_accuracy_well_above_chance(trained):
     top1 = trained.metrics["metrics/accuracy_top1"]  # best.pt validated after training (4 classes: chance 0.25)
-    assert top1 >= 0.5, f"top-1 {top1:.3f} after {EPOCHS} epochs"  # measured 0.64
+    assert top1 >= 0.6, f"top-1 {top1:.3f} after {EPOCHS} epochs"
     assert trained.save_dir.name == "exp" and (trained.save_dir / "results.csv").is_file()
     ckpt = load_checkpoint(trained.best)  # our restricted loader: no code runs
     assert isinstance(ckpt["model"], ClassificationModel) and ckpt["optimizer"] is None
@@ -82,7 +82,7 @@ def test_predict_writes_top5_and_labels(trained, shapes, tmp_path):
     label = (save_dir / "labels" / f"{images[0].stem}.txt").read_text().split()
     assert label[1] in {"circle", "rectangle", "star", "triangle"}
     stars = sum(r.names[r.probs.top1] == "star" for r in results)
-    assert stars >= 20, f"only {stars}/50 stars recognised"
+    assert stars >= 25, f"only {stars}/50 stars recognised"
 
 
 def test_export_onnx_openvino_parity(trained, shapes, tmp_path):
@@ -157,7 +157,7 @@ def test_classifier_from_detection_yaml_and_weights(tmp_path):
 def test_demo_defaults_and_bad_input(tmp_path, capsys):
     opt = cls_train.parse_opt([])
     o = cls_train.engine_overrides(opt)
-    assert (o["data"], o["model"], o["imgsz"], o["batch"]) == ("shapes-cls", "models/cls/yolov5n-cls.yaml", 64, 32)
+    assert (o["data"], o["model"], o["imgsz"], o["batch"]) == ("shapes-cls", "models/cls/cnn4-ema.yaml", 64, 32)
     opt = cls_train.parse_opt(["--data", "cifar100", "--lr0", "0.05"])
     o = cls_train.engine_overrides(opt)
     assert (o["imgsz"], o["epochs"], o["lr0"]) == (224, 10, 0.05) and "optimizer" not in o  # the recipe decides

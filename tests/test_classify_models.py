@@ -36,6 +36,7 @@ EXACT = {
     # YOLOv5's own ClassificationModel(DetectionModel("yolov5?.yaml"), nc=1000, cutoff=10), counted with its code
     "yolov5n-cls": 2_493_000, "yolov5s-cls": 5_453_480, "yolov5m-cls": 12_957_640, "yolov5l-cls": 26_552_680,
     "yolov5x-cls": 48_097_160,
+    "cnn4-ema": 244_324,  # the demo classifier
 }
 # Rows whose published count is ours without BatchNorm/GroupNorm parameters (Table 1 CA/EMA, Table 4).
 WITHOUT_NORMS = {"resnet50-cifar100-ca": 25_569_020, "resnet50-cifar100-ema": 23_849_556,
