@@ -1,4 +1,5 @@
-"""Export a trained detector to TorchScript, ONNX and OpenVINO (TensorRT on a CUDA machine), with YOLOv5's command line.
+"""Export a trained detector or classifier to TorchScript, ONNX and OpenVINO (TensorRT on a CUDA machine), with YOLOv5's
+command line.
 
 Usage:
     python export.py --weights runs/train/exp/weights/best.pt --include onnx
@@ -6,14 +7,16 @@ Usage:
     python export.py --weights best.pt --include onnx --dynamic --batch-size 4     # dynamic batch/height/width
     python export.py --weights best.pt --include engine --device 0 --half           # TensorRT, needs a GPU
     python export.py --weights best.pt --include openvino onnx --int8 --data data/shapes.yaml   # INT8, calibrated
+    python export.py --weights runs/train-cls/exp/weights/best.pt --include onnx openvino --imgsz 64   # a classifier
 
 Outputs lie next to the weights: ``best.torchscript``, ``best.onnx``, ``best_openvino_model/``, ``best.engine``; with
 ``--int8`` ``best_int8_openvino_model/`` (NNCF post-training quantization) and ``best_int8.onnx`` (ONNX Runtime static
 QDQ quantization), calibrated on ``--calib-images`` images of the ``--data`` YAML's train split, letterboxed like
 inference. The head's decode tail (sigmoid, grid/anchor arithmetic, concat) stays in float.
 Each carries the class names, stride, image size and batch as metadata (read back by ``detect.py``/``val.py`` and
-Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores) and is
-checked against PyTorch right after export (max abs diff printed).
+Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores; a
+classifier: ``(batch, nc)`` probabilities, task ``classify``) and is checked against PyTorch right after export (max
+abs diff printed). ``--int8`` is for detectors only.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 from utils import offline
-from utils.exporters import ExportError, check_options, export_model, log, parse_include
+from utils.exporters import ExportError, check_options, export_model, is_classifier, log, parse_include
 
 offline.configure()
 
@@ -49,8 +52,10 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
     results = export_model(model, weights, include, imgsz, batch_size, dynamic, simplify, opset, half, int8, check,
                            data, calib_images)
     files = [str(r["file"]) for r in results.values()]
+    cls = "classify/" if is_classifier(model) else ""
     log(f"\nExport complete ({time.perf_counter() - t:.1f}s)\nResults saved to {weights.parent.resolve()}"
-        + "".join(f"\nDetect:   python detect.py --weights {f}\nValidate: python val.py --weights {f}" for f in files))
+        + "".join(f"\n{'Predict' if cls else 'Detect'}:  python {cls}{'predict' if cls else 'detect'}.py --weights {f}"
+                  f"\nValidate: python {cls}val.py --weights {f}" for f in files))
     return results
 
 

@@ -756,6 +756,14 @@ def run(cfg: str | Path | dict = "yolov5s.yaml", batch_size: int = 1, imgsz: int
 
     check_number("--batch-size", batch_size, 1)
     check_image_size("--imgsz", imgsz, max_values=1)
+    if isinstance(cfg, (str, Path)):  # a classifier's YAML (models/cls/): models/classify.py builds and prints it
+        from models.classify import is_classification_yaml, load_cls_yaml, resolve_cls_cfg
+        from models.classify import main as classify_main
+
+        with contextlib.suppress(FileNotFoundError, ModelYAMLError):
+            cls_cfg = resolve_cls_cfg(cfg)
+            if is_classification_yaml(load_cls_yaml(cls_cfg)):
+                return classify_main(["--cfg", str(cls_cfg), "--device", str(device)])
     if save_yaml and not attention:
         raise ValueError("--save-yaml writes the model built with --attention; add --attention NAME")
     if attention:

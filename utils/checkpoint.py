@@ -314,6 +314,10 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     """
     obj = _unwrap(obj)
     cfg = getattr(obj, "yaml", None) if isinstance(obj, nn.Module) else None
+    if not isinstance(cfg, dict) and isinstance(obj, nn.Module):  # official yolov5?-cls.pt files store no YAML
+        from models.classify import yolov5_cls_yaml
+
+        cfg = yolov5_cls_yaml(obj.state_dict())
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{source}: the pickled model has no YOLOv5 'yaml' config to rebuild it from; "
                               f"{CHECKPOINT_HELP}")
@@ -341,13 +345,28 @@ def to_our_model(obj: Any, source: str | Path = "checkpoint") -> Model:
     return model.float().eval()
 
 
-def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -> Model:
-    """Our model for ``cfg`` that takes ``sd`` with ``strict=True``.
+def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
+    """Our model for ``cfg`` (a detector, or a classifier of ``models/classify.py``) that takes ``sd`` with
+    ``strict=True``.
 
     A config without a ``blocks:`` key is tried with each block set, the one its layers suggest first: some names
     (``C3TR``, ``GhostConv``...) mean other blocks in the EMA paper's repository, and only the weights tell which code
     trained them. A set other than the suggested one is written into the config.
     """
+    from models.classify import ClassificationModel, is_classification_yaml
+
+    if is_classification_yaml(cfg):  # our classifier (models/classify.py): one way to build it
+        try:
+            model = ClassificationModel(cfg, verbose=False)
+        except Exception as e:
+            raise CheckpointError(f"{source}: its classifier config cannot be built ({type(e).__name__}: {e}); "
+                                  f"{CHECKPOINT_HELP}") from None
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
+                                  f"{str(e).splitlines()[0]} ...") from None
+        return model
     first = block_set_of(cfg).name
     names = [cfg["blocks"]] if "blocks" in cfg else [first, *(n for n in BLOCK_SETS if n != first)]
     error = None

@@ -270,7 +270,29 @@ def cpu_ddp(enabled: bool) -> Any:
         torch.nn.parallel.DistributedDataParallel = ddp
 
 
-class YOLOv5Trainer(DetectionTrainer):
+class AtomicCheckpoints:
+    """Trainer mixin: write each checkpoint to a temporary file first and rename it into place.
+
+    A crash (or a full disk) mid-write then leaves the previous ``last.pt``/``best.pt`` intact.
+    """
+
+    def save_model(self) -> bool:
+        final = {"last": self.last, "best": self.best}
+        temps = {k: p.with_name(p.name + ".tmp") for k, p in final.items()}
+        for t in temps.values():
+            t.unlink(missing_ok=True)
+        self.last, self.best = temps["last"], temps["best"]
+        try:
+            saved = super().save_model()
+        finally:
+            self.last, self.best = final["last"], final["best"]
+        for k, t in temps.items():
+            if t.exists():
+                os.replace(t, final[k])
+        return saved
+
+
+class YOLOv5Trainer(AtomicCheckpoints, DetectionTrainer):
     """Ultralytics' detection trainer running our anchor-based YOLOv5 model and loss.
 
     ``YOLOv5Trainer(overrides, hyp=..., weights=..., autoanchor=True)``: ``overrides`` are engine arguments
@@ -402,26 +424,6 @@ class YOLOv5Trainer(DetectionTrainer):
     def get_validator(self):
         return YOLOv5Validator(self.test_loader, save_dir=self.save_dir, args=copy(self.args),
                                _callbacks=self.callbacks)
-
-    # ----- checkpoints ----------------------------------------------------------------------------
-    def save_model(self) -> bool:
-        """Write each checkpoint to a temporary file first and rename it into place.
-
-        A crash (or a full disk) mid-write then leaves the previous ``last.pt``/``best.pt`` intact.
-        """
-        final = {"last": self.last, "best": self.best}
-        temps = {k: p.with_name(p.name + ".tmp") for k, p in final.items()}
-        for t in temps.values():
-            t.unlink(missing_ok=True)
-        self.last, self.best = temps["last"], temps["best"]
-        try:
-            saved = super().save_model()
-        finally:
-            self.last, self.best = final["last"], final["best"]
-        for k, t in temps.items():
-            if t.exists():
-                os.replace(t, final[k])
-        return saved
 
 
 class YOLOv5Validator(DetectionValidator):

@@ -95,17 +95,26 @@ def parse_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     return list(dict.fromkeys(ALIASES[x] for x in names))
 
 
+def is_classifier(model: nn.Module) -> bool:
+    """Whether ``model`` is one of our classifiers (``models/classify.py``): its output is ``(batch, nc)``
+    probabilities."""
+    from models.classify import ClassificationModel
+
+    return isinstance(model, ClassificationModel)
+
+
 def build_metadata(model: nn.Module, weights: Path, imgsz: list[int], batch: int, dynamic: bool, half: bool,
                    int8: bool) -> dict:
     """Export metadata in the layout Ultralytics' ``AutoBackend`` reads (names, stride, imgsz, batch, task, args)."""
+    task = "classify" if is_classifier(model) else "detect"
     return {
         "description": f"yolov5-attention {weights.stem} ({Path(getattr(model, 'yaml_file', '') or 'model').stem}), "
-                       f"YOLOv5 v6.0 anchor-based detector",
+                       + ("image classifier" if task == "classify" else "YOLOv5 v6.0 anchor-based detector"),
         "author": AUTHOR,
         "date": datetime.now().astimezone().isoformat(),
         "version": VERSION,
         "stride": int(max(model.stride)),
-        "task": "detect",
+        "task": task,
         "batch": batch,
         "imgsz": list(imgsz),
         "names": {int(k): str(v) for k, v in model.names.items()},
@@ -133,7 +142,8 @@ def export_onnx(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict
     """Export to ONNX (input ``images``, output ``output0``), optionally slimmed; metadata in ``metadata_props``."""
     onnx = require("ONNX", "onnx")
     f = file.with_suffix(".onnx")
-    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}} if dynamic else None
+    out_axes = {0: "batch"} if metadata.get("task") == "classify" else {0: "batch", 2: "anchors"}
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": out_axes} if dynamic else None
     torch.onnx.export(wrapper, (im,), str(f), opset_version=opset, dynamo=False, do_constant_folding=True,
                       input_names=["images"], output_names=["output0"], dynamic_axes=axes)
     model_onnx = onnx.load(str(f))
@@ -352,6 +362,8 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     from ultralytics.utils.checks import check_imgsz
 
     formats = parse_include(include)
+    if int8 and is_classifier(model):
+        raise ExportError("--int8 calibrates on detection data; INT8 export of classifiers is not supported yet")
     device = next(model.parameters()).device
     check_request(formats, device, half, int8)
     weights = Path(weights)

@@ -1,0 +1,1 @@
+"""YOLOv5's classification workflow: train.py, val.py, predict.py."""
