@@ -35,7 +35,7 @@ from ultralytics.utils.torch_utils import initialize_weights  # noqa: E402
 
 from models.attention import ATTENTION, build_attention  # noqa: E402
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
-from models.yolo import Model, ModelYAMLError, _resolve_arg, _resolve_module, resolve_cfg  # noqa: E402
+from models.yolo import Model, ModelYAMLError, read_row, resolve_cfg  # noqa: E402
 from utils import offline  # noqa: E402,F401  (keeps the engine offline before it is imported)
 
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "backbone", "head")
@@ -217,17 +217,7 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
     layers, save, c2 = [], [], ch[-1]
     rows = list(d["backbone"]) + list(d["head"])
     for i, row in enumerate(rows):
-        where = f"{where_file}: layer {i} {row!r}"
-        if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
-        f, n, m_name, args = row
-        m = _resolve_module(m_name, where, MODULES)
-        args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
-        froms = [f] if isinstance(f, int) else list(f) if isinstance(f, (list, tuple)) else []
-        if not froms or not all(isinstance(x, int) and (x == -1 or -i <= x < i) for x in froms):
-            raise ModelYAMLError(f"{where}: 'from' must be -1 or the index (list of indices) of earlier layers")
-        if not isinstance(n, int) or n < 1:
-            raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
+        f, froms, n, m, args, where = read_row(row, i, where_file, MODULES, names)
         n = max(round(n * gd), 1) if n > 1 else n
         shown = list(args)  # the layer table lists the YAML's arguments
         try:

@@ -683,6 +683,27 @@ def check_block_args(m: type[nn.Module], args: list, froms: list[int], where: st
                                  f"integers (an even kernel changes the map size)")
 
 
+def read_row(row, i: int, where_file: str, modules: dict[str, type[nn.Module]],
+             names: dict) -> tuple[int | list[int], list[int], int, type[nn.Module], list, str]:
+    """Layer ``i`` of a YAML, ``[from, number, module, args]``, checked and resolved: ``(from, from indices, number,
+    module class, arguments with names such as nc substituted, where)`` (``where`` names the file, layer and row)."""
+    where = f"{where_file}: layer {i} {row!r}"
+    if not (isinstance(row, (list, tuple)) and len(row) == 4):
+        raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
+    f, n, m_name, args = row
+    m = _resolve_module(m_name, where, modules)
+    args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
+    froms = [f] if isinstance(f, int) else f
+    if not (isinstance(froms, (list, tuple)) and froms and all(isinstance(x, int) for x in froms)):
+        raise ModelYAMLError(f"{where}: 'from' must be an int or a list of ints")
+    for x in froms:
+        if not (x == -1 or -i <= x < i):
+            raise ModelYAMLError(f"{where}: 'from' index {x} does not name an earlier layer (0..{i - 1} or -1..-{i})")
+    if not isinstance(n, int) or n < 1:
+        raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
+    return f, list(froms), n, m, args, where
+
+
 def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
     """Build the layers of a YOLOv5 YAML dict; returns ``(nn.Sequential of layers, indices whose outputs are kept)``."""
     where_file = d.get("yaml_file") or "model YAML"
@@ -704,21 +725,8 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     layers, save, c2 = [], [], ch[-1]
     rows = list(d["backbone"]) + list(d["head"])
     for i, row in enumerate(rows):
-        where = f"{where_file}: layer {i} {row!r}"
-        if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise ModelYAMLError(f"{where}: each layer must be [from, number, module, args]")
-        f, n, m_name, args = row
-        m = _resolve_module(m_name, where, blocks.modules)
-        args = [_resolve_arg(a, names) for a in (args if isinstance(args, (list, tuple)) else [args])]
-        froms = [f] if isinstance(f, int) else f
-        if not (isinstance(froms, (list, tuple)) and froms and all(isinstance(x, int) for x in froms)):
-            raise ModelYAMLError(f"{where}: 'from' must be an int or a list of ints")
-        for x in froms:
-            if not (x == -1 or -i <= x < i):
-                raise ModelYAMLError(f"{where}: 'from' index {x} does not name an earlier layer "
-                                     f"(0..{i - 1} or -1..-{i})")
-        if not isinstance(n, int) or n < 1:
-            raise ModelYAMLError(f"{where}: 'number' must be a positive integer")
+        f, froms, n, m, args, where = read_row(row, i, where_file, blocks.modules, names)
+        m_name = row[2]
         n = max(round(n * gd), 1) if n > 1 else n
         n_ = n
 
