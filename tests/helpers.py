@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 COCO_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
 
 
-def randomize(module: nn.Module, seed: int = 1) -> nn.Module:
-    """Give every parameter and BN statistic a random value, so an identity-like init cannot hide a bug; eval mode."""
+def randomize(module: nn.Module, seed: int = 1, fan_in: bool = False) -> nn.Module:
+    """Give every parameter and BN statistic a random value, so an identity-like init cannot hide a bug; eval mode.
+
+    Weights are N(0, 0.5), or with ``fan_in`` N(0, 1/sqrt(fan-in)) so that deep stacks keep unit-scale activations.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            scale = 1 / math.sqrt(p[0].numel()) if fan_in and p.ndim > 1 else 0.5
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
         for name, b in module.named_buffers():
             if name.endswith("running_var"):
                 b.copy_(torch.rand(b.shape, generator=g) + 0.5)
