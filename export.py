@@ -35,8 +35,10 @@ offline.configure()
 def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...] = ("torchscript", "onnx"),
         imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, device: str = "cpu",
         half: bool = False, int8: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 17,
-        check: bool = True, data: str | Path = "data/shapes.yaml", calib_images: int = 300) -> dict[str, dict]:
-    """Load ``weights`` (a .pt checkpoint, ours or official), export to each format of ``include``, check each."""
+        check: bool = True, data: str | Path = "data/shapes.yaml", calib_images: int = 300,
+        allow_data_scripts: bool = False) -> dict[str, dict]:
+    """Load ``weights`` (a .pt checkpoint, ours or official), export to each format of ``include``, check each.
+    ``allow_data_scripts``: with ``int8``, let the calibration data YAML's download script run."""
     from ultralytics.utils.torch_utils import select_device
 
     from utils.checkpoint import load_model
@@ -47,6 +49,11 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
     weights = Path(weights)
     if weights.suffix != ".pt":
         raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")
+    if int8:  # the calibration data: checked (and fetched) before the model is loaded
+        from utils.datayaml import prepare_data
+        from utils.engine import resolve_data
+
+        data = prepare_data(resolve_data(data), allow_scripts=allow_data_scripts)
     dev = select_device(str(device), verbose=False)
     model = load_model(weights, device=dev, fuse=True)
     results = export_model(model, weights, include, imgsz, batch_size, dynamic, simplify, opset, half, int8, check,
@@ -71,6 +78,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=str, default="data/shapes.yaml",
                    help="--int8: dataset.yaml of the calibration images")
     p.add_argument("--calib-images", type=int, default=300, help="--int8: number of calibration images")
+    p.add_argument("--allow-data-scripts", action="store_true",
+                   help="--int8: let the --data YAML's download: script (Python or bash) run")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch and image size")
     p.add_argument("--simplify", action="store_true", help="ONNX: slim the graph with onnxslim")
     p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
@@ -88,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors():
         run(weights=opt.weights, include=opt.include, imgsz=opt.imgsz, batch_size=opt.batch_size, device=opt.device,
             half=opt.half, int8=opt.int8, dynamic=opt.dynamic, simplify=opt.simplify, opset=opt.opset,
-            check=not opt.no_check, data=opt.data, calib_images=opt.calib_images)
+            check=not opt.no_check, data=opt.data, calib_images=opt.calib_images,
+            allow_data_scripts=opt.allow_data_scripts)
     return 0
 
 

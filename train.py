@@ -62,6 +62,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--allow-data-scripts", action="store_true",
+                   help="let the --data YAML's download: script (Python or bash) run; without it only URLs and this "
+                        "project's preparers are used")
     p.add_argument("--attention", default="", metavar="NAME[@i,j]",
                    help="insert an attention module after Table 2's sites (the P4 and P5 backbone C3s) or after "
                         "layers i, j of the model YAML; the YAML written goes to --project")
@@ -79,14 +82,16 @@ def hyp_path(opt: argparse.Namespace) -> str:
 
 def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
     """Translate YOLOv5 flags into the engine's arguments."""
+    from utils.datayaml import prepare_data
     from utils.engine import increment_dir, resolve_data
 
     demo = is_demo(opt)
+    data = prepare_data(resolve_data(opt.data), allow_scripts=opt.allow_data_scripts, labels=("train", "val"))
     freeze = opt.freeze[0] if len(opt.freeze) == 1 else list(opt.freeze)
     return {
         "model": cfg,
         "save_dir": str(increment_dir(Path(opt.project).resolve() / opt.name, opt.exist_ok)),
-        "data": resolve_data(opt.data),
+        "data": data,
         "epochs": opt.epochs or (DEMO["epochs"] if demo else 300),
         "batch": opt.batch_size,
         "imgsz": opt.imgsz or (DEMO["imgsz"] if demo else 640),

@@ -40,6 +40,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--allow-data-scripts", action="store_true",
+                   help="let the --data YAML's download: script (Python or bash) run; without it only URLs and this "
+                        "project's preparers are used")
     return p.parse_args(argv)
 
 
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             iou_thres=opt.iou_thres, max_det=opt.max_det, task=opt.task, device=opt.device, workers=opt.workers,
             single_cls=opt.single_cls, augment=opt.augment, verbose=opt.verbose, save_txt=opt.save_txt,
             save_conf=opt.save_conf, save_json=opt.save_json, project=opt.project, name=opt.name,
-            exist_ok=opt.exist_ok, half=opt.half, plots=not opt.noplots)
+            exist_ok=opt.exist_ok, half=opt.half, plots=not opt.noplots, allow_data_scripts=opt.allow_data_scripts)
     return 0
 
 

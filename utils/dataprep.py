@@ -8,8 +8,8 @@
 * ``make_shapes_dataset`` writes a small synthetic detection dataset (the project's default data, used
   by ``data/shapes.yaml``) that is reproducible bit for bit from a seed.
 
-Data YAMLs call these from their ``download:`` snippet, which the Ultralytics engine executes with
-``exec(snippet, {"yaml": data})`` when the YAML's ``val`` images are missing.
+* ``PREPARERS``: the steps a data YAML may name (``download: {prepare: coco}``) to fetch and convert its dataset
+  when its ``val`` images are missing (``utils/datayaml.py`` runs them); a data YAML holds no code of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
 from urllib.request import Request, url2pathname, urlopen
@@ -616,3 +616,43 @@ def make_shapes_dataset(
     dt = time.time() - t0
     LOGGER.info(f"Shapes dataset: {n_train} train + {n_val} val images ({imgsz}px) written to {root} in {dt:.1f}s")
     return root
+
+
+# --------------------------------------------------------------------------------------------------
+# Preparers: the dataset steps a data YAML may name (download: {prepare: <name>, <option>: <value>...})
+# --------------------------------------------------------------------------------------------------
+ASSETS_URL = "https://github.com/ultralytics/assets/releases/download/v0.0.0"
+COCO_LABELS_URL = f"{ASSETS_URL}/coco2017labels.zip"  # YOLO labels, image lists, instances_val2017.json in 'coco/'
+COCO_IMAGES_URL = "http://images.cocodataset.org/zips"
+COCO_IMAGE_ZIPS = ("train2017.zip", "val2017.zip", "test2017.zip")  # 19 GB, 1 GB, 7 GB
+VISDRONE_SPLITS = ("VisDrone2019-DET-train", "VisDrone2019-DET-val", "VisDrone2019-DET-test-dev")
+
+
+def prepare_coco(root: Path) -> None:
+    """COCO 2017 into ``root`` (``.../datasets/coco``): the YOLO labels zip (a top-level ``coco/`` folder, unpacked into
+    ``root``'s parent), then the image zips into ``root/images``; each zip is removed once unpacked."""
+    root = Path(root)
+    download(COCO_LABELS_URL, dir=root.parent, delete=True)
+    download([f"{COCO_IMAGES_URL}/{z}" for z in COCO_IMAGE_ZIPS], dir=root / "images", delete=True, threads=3)
+
+
+def prepare_visdrone(root: Path) -> None:
+    """VisDrone2019-DET into ``root``: one zip per split (each holds a folder of that name), then ``visdrone2yolo`` on
+    each split (``annotations/*.txt`` -> ``labels/*.txt``)."""
+    root = Path(root)
+    download([f"{ASSETS_URL}/{s}.zip" for s in VISDRONE_SPLITS], dir=root, delete=True, threads=3)
+    for s in VISDRONE_SPLITS:
+        visdrone2yolo(root / s)
+
+
+def prepare_shapes(root: Path, n_train: int = 400, n_val: int = 100, imgsz: int = 256, seed: int = 0) -> None:
+    """The synthetic shapes dataset (``make_shapes_dataset``) generated into ``root``."""
+    make_shapes_dataset(root, n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed)
+
+
+# name -> function(root, **options); ``root`` is the YAML's resolved ``path``. Only these can be named by a YAML.
+PREPARERS: dict[str, Callable[..., None]] = {
+    "coco": prepare_coco,
+    "VisDrone": prepare_visdrone,
+    "shapes": prepare_shapes,
+}

@@ -219,6 +219,37 @@ def _report_what_is_wrong_with_images() -> None:
 _report_what_is_wrong_with_images()
 
 
+def _prepare_datasets_with_our_code() -> None:
+    """The engine never runs a data YAML's ``download:``, and reports bad label lines by label file and line.
+
+    Its ``check_det_dataset`` exec's a YAML's Python ``download:`` (or runs a ``bash`` one) when the val images are
+    missing. Every engine module that imported it gets ``utils.datayaml``'s wrapper instead, which prepares the
+    dataset with our steps (a script only when the user allowed it) and calls the engine's check without download.
+    Its detection dataset verifies labels with ``utils.labels.verify_image_label``.
+    """
+    import sys
+
+    import ultralytics.data.utils as data_utils
+
+    from utils import datayaml, labels
+
+    engine_check = data_utils.check_det_dataset
+    if getattr(engine_check, "_ours", False):
+        return
+
+    def check_det_dataset(dataset, autodownload: bool = True, split: str = "") -> dict:
+        return datayaml.engine_check_det_dataset(dataset, autodownload, split, engine_check=engine_check)
+
+    check_det_dataset._ours = True
+    for name, module in list(sys.modules.items()):  # modules imported later find the wrapper in data_utils
+        if name.startswith("ultralytics") and getattr(module, "check_det_dataset", None) is engine_check:
+            module.check_det_dataset = check_det_dataset
+    labels.install()
+
+
+_prepare_datasets_with_our_code()
+
+
 def build_model(cfg: str | Path | dict, nc: int, hyp: dict[str, float], imgsz: int, weights: str | None = None,
                 verbose: bool = True) -> Model:
     """Our model for training: built from ``cfg``, optionally started from ``weights``, carrying its loss hyps.

@@ -54,12 +54,14 @@ def calibration_images(data: str | Path, imgsz: Sequence[int], n: int = 300, str
     """``n`` images of ``data``'s ``split`` (falling back to ``val``), evenly spaced over the sorted file list, as
     ``(batch_size, 3, h, w)`` float32 arrays (images grouped into batches; a last incomplete batch is dropped)."""
     import cv2
-    from ultralytics.data.utils import check_det_dataset
 
-    from utils.engine import resolve_data
+    from utils.datayaml import prepare_data
+    from utils.engine import resolve_data  # (importing it puts our check in front of the engine's check_det_dataset)
 
-    yaml_path = resolve_data(data)
-    info = check_det_dataset(yaml_path)  # resolves paths; generates/downloads the dataset if the YAML says how
+    yaml_path = prepare_data(resolve_data(data))  # fetched/generated if the YAML says how; a script only if allowed
+    import ultralytics.data.utils as data_utils
+
+    info = data_utils.check_det_dataset(yaml_path)  # resolves the paths; never runs the YAML's download
     files: list[Path] = []
     for s in dict.fromkeys((split, "train", "val")):
         if info.get(s):

@@ -39,12 +39,15 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
              device: str = "", workers: int = 8, single_cls: bool = False, augment: bool = False,
              verbose: bool = False, save_txt: bool = False, save_conf: bool = False, save_json: bool = False,
              project: str | Path = ROOT / "runs" / "val", name: str = "exp", exist_ok: bool = False,
-             half: bool = False, plots: bool = True, rect: bool = True) -> list[dict]:
+             half: bool = False, plots: bool = True, rect: bool = True,
+             allow_data_scripts: bool = False) -> list[dict]:
     """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``,
-    ``metrics/mAP50-95(B)``...)."""
+    ``metrics/mAP50-95(B)``...). ``allow_data_scripts``: let the data YAML's download script run
+    (``--allow-data-scripts``)."""
     check_options(imgsz, batch_size, conf_thres, iou_thres, max_det, workers)
     from utils.allocator import keep_freed_memory_on_cpu
     from utils.cli import no_empty_run_dir
+    from utils.datayaml import prepare_data
     from utils.engine import YOLOv5Validator, all_cores, increment_dir, resolve_data
 
     keep_freed_memory_on_cpu(device)
@@ -53,12 +56,15 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
         raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/.torchscript/openvino model")
     if task == "speed":  # YOLOv5's speed benchmark settings
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+    split = "val" if task == "speed" else task
+    data = prepare_data(resolve_data(data), allow_scripts=allow_data_scripts, split=split,
+                        labels=("val",) if split == "val" else ())  # an unlabelled test split is scored elsewhere
     results = []
     for w in weights:
         save_dir = increment_dir(Path(project).resolve() / name, exist_ok)
         args = {
-            "task": "detect", "mode": "val", "data": resolve_data(data), "batch": batch_size, "imgsz": imgsz,
-            "conf": conf_thres, "iou": iou_thres, "max_det": max_det, "split": "val" if task == "speed" else task,
+            "task": "detect", "mode": "val", "data": data, "batch": batch_size, "imgsz": imgsz,
+            "conf": conf_thres, "iou": iou_thres, "max_det": max_det, "split": split,
             "device": device or None, "workers": workers, "single_cls": single_cls, "augment": augment,
             "verbose": verbose, "save_txt": save_txt, "save_conf": save_conf, "save_json": save_json,
             "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "rect": rect,
