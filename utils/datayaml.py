@@ -196,6 +196,10 @@ def prepare(file: str | Path, split: str = "val", allow_scripts: bool | None = N
         fn(root, **options)
     else:
         _run_script(step, data, file, root)
+    still = [p for p in wanted if not p.exists()]
+    if still:
+        raise DataYAMLError(f"{file}: {still[0]} still not found after its 'download:' step; check the YAML's "
+                            f"'path:' ({root}) and '{split or 'val'}:' against what the download unpacked")
 
 
 def engine_check_det_dataset(dataset: Any, autodownload: bool = True, split: str = "", *,
