@@ -315,8 +315,11 @@ def test_shapes_refuses_foreign_folder(tmp_path: Path) -> None:
 
 
 def test_shapes_yaml_generates_and_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine's dataset check runs the YAML's snippet, which generates the data under its datasets dir."""
+    """The engine's dataset check (with ours in front) runs the YAML's 'shapes' step, which generates the data under
+    its datasets dir."""
     import ultralytics.data.utils as data_utils
+
+    import utils.engine  # noqa: F401 - puts utils.datayaml's check in front of the engine's
 
     datasets = tmp_path / "datasets"
     monkeypatch.setattr(data_utils, "DATASETS_DIR", datasets)
@@ -358,18 +361,16 @@ def test_visdrone_and_coco_yaml() -> None:
         "pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor"
     ]  # fmt: skip
     assert vd["train"] == "VisDrone2019-DET-train/images" and vd["val"] == "VisDrone2019-DET-val/images"
-    for s in ("train", "val", "test-dev"):
-        assert f"VisDrone2019-DET-{s}" in vd["download"]
-    assert "visdrone2yolo(" in vd["download"]
-    compile(vd["download"], "VisDrone.yaml", "exec")
+    assert vd["download"] == {"prepare": "VisDrone"}  # no code in the YAML: utils/dataprep.py prepare_visdrone
+    assert dataprep.VISDRONE_SPLITS == tuple(f"VisDrone2019-DET-{s}" for s in ("train", "val", "test-dev"))
 
     coco = _load("coco.yaml")
     assert len(coco["names"]) == 80 and coco["names"][0] == "person" and coco["names"][79] == "toothbrush"
     assert (coco["train"], coco["val"], coco["test"]) == ("train2017.txt", "val2017.txt", "test-dev2017.txt")
     assert coco["path"].endswith("/coco")  # coco2017labels.zip unpacks a 'coco/' folder into path's parent
-    for f in ("coco2017labels.zip", "train2017.zip", "val2017.zip", "test2017.zip"):
-        assert f in coco["download"]
-    compile(coco["download"], "coco.yaml", "exec")
+    assert coco["download"] == {"prepare": "coco"}  # utils/dataprep.py prepare_coco
+    assert dataprep.COCO_LABELS_URL.endswith("/coco2017labels.zip")
+    assert dataprep.COCO_IMAGE_ZIPS == ("train2017.zip", "val2017.zip", "test2017.zip")
 
 
 HYP_SCRATCH_LOW = dict(
