@@ -400,6 +400,24 @@ def test_label_line_problems(line, problem):
     assert parse_label_line("7 0.5 0.5 0.2 0.2".split(), num_cls=4, single_cls=True)[1] is None
 
 
+def test_cache_of_the_engines_own_check_is_scanned_again(tmp_path, monkeypatch):
+    """A labels.cache the engine's verifier wrote (the whole image dropped for one bad line) is not reused."""
+    import ultralytics.data.dataset as dataset
+
+    from utils import labels
+
+    images, label = _dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n1 nan 0.5 0.2 0.2\n")
+    write_jpg(images / "b.jpg", 64, 64)
+    (label.parent / "b.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    with monkeypatch.context() as m:
+        m.setattr(dataset, "verify_image_label", labels._ENGINE_VERIFY[0])
+        m.setattr(labels, "CACHE_TAG", "engine")
+        assert len(_engine_dataset(images).labels) == 1  # the engine's check: a.jpg dropped, cache written
+    assert (label.parent.parent / "train.cache").is_file()
+    ds = _engine_dataset(images)
+    assert [lb["cls"].ravel().tolist() for lb in ds.labels] == [[0.0], [1.0]]
+
+
 def test_label_file_with_no_usable_line_drops_its_image(tmp_path, log_records):
     images, label = _dataset(tmp_path, "0 nan nan nan nan\n")
     write_jpg(images / "b.jpg", 64, 64)

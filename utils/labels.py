@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 MAX_LINE_MESSAGES = 5  # per label file; the rest are counted
+# Added to the engine's cache hash: a labels.cache written by the engine's own check (which dropped whole images for
+# one bad line) is scanned again once. Bump when what this module keeps or drops changes.
+CACHE_TAG = "yolov5a-labels-1"
 
 
 def _number(token: str) -> tuple[float | None, str | None]:
@@ -155,6 +158,13 @@ def install() -> None:
     import ultralytics.data.dataset as dataset
     import ultralytics.data.utils as data_utils
 
-    if not _ENGINE_VERIFY:
-        _ENGINE_VERIFY.append(data_utils.verify_image_label)
+    if _ENGINE_VERIFY:
+        return
+    _ENGINE_VERIFY.append(data_utils.verify_image_label)
     dataset.verify_image_label = verify_image_label
+    engine_hash = dataset.YOLODataset.get_cache_hash
+
+    def get_cache_hash(self) -> str:
+        return f"{engine_hash(self)}:{CACHE_TAG}"
+
+    dataset.YOLODataset.get_cache_hash = get_cache_hash
