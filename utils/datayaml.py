@@ -207,8 +207,13 @@ def engine_check_det_dataset(dataset: Any, autodownload: bool = True, split: str
     """The engine's ``check_det_dataset`` that never runs a YAML's download itself: a YAML file is prepared by
     ``prepare`` (our steps; a script only when allowed), then checked by the engine with ``autodownload=False``."""
     file = Path(str(dataset))
-    if autodownload and file.suffix.lower() in (".yaml", ".yml") and file.is_file():
-        prepare(file, split=split or "val")
+    if autodownload and file.suffix.lower() in (".yaml", ".yml") and "://" not in str(dataset):
+        if not file.is_file():  # a bare name: where the engine finds it (its own cfg/datasets/ YAMLs...)
+            from ultralytics.utils.checks import check_file
+
+            file = Path(check_file(str(dataset), hard=False) or file)
+        if file.is_file():
+            prepare(file, split=split or "val")
     return engine_check(dataset, autodownload=False, split=split)
 
 
@@ -273,7 +278,7 @@ def prepare_data(file: str | Path, allow_scripts: bool = False, split: str = "va
     """
     if allow_scripts:
         allow_scripts_of(file)
-    prepare(file, split=split, allow_scripts=allow_scripts)
+    prepare(file, split=split)  # allowed by this call or an earlier one in this process
     for s in labels:
         check_labels(file, s)
     return str(file)
