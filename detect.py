@@ -178,13 +178,9 @@ def file_loader(source: str | list[str], vid_stride: int):
     with a safe name (``VideoCapture`` crashes on a path that is not valid UTF-8)."""
     from ultralytics.data.loaders import LoadImagesAndVideos, SourceTypes
 
-    from utils.outputs import cv2_readable
+    from utils.outputs import video_safe
 
-    class FileLoader(LoadImagesAndVideos):
-        def _new_video(self, path: str) -> None:
-            super()._new_video(cv2_readable(path))
-
-    dataset = FileLoader(source, batch=1, vid_stride=vid_stride)
+    dataset = video_safe(LoadImagesAndVideos)(source, batch=1, vid_stride=vid_stride)
     dataset.source_type = SourceTypes()
     return dataset
 

@@ -42,12 +42,22 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def safe_names(predictor_class: type) -> type:
     """The engine's predictor, writing the outputs of a file whose name is not valid UTF-8 (which OpenCV's writers
-    crash on) under a safe name, logged once with the original (utils/outputs.py)."""
+    crash on) under a safe name, logged once with the original, and reading such videos (utils/outputs.py)."""
     from ultralytics.utils import LOGGER
 
-    from utils.outputs import OutputNames
+    from utils.outputs import OutputNames, video_safe
 
     class Predictor(predictor_class):
+        def setup_source(self, source) -> None:
+            import ultralytics.data.build as build
+
+            files = build.LoadImagesAndVideos  # the loader the engine's load_inference_source builds
+            build.LoadImagesAndVideos = video_safe(files)
+            try:
+                super().setup_source(source)
+            finally:
+                build.LoadImagesAndVideos = files
+
         def write_results(self, i: int, p: Path, im, s: list[str]) -> str:
             if not hasattr(self, "file_names"):
                 self.file_names = OutputNames(LOGGER.info)

@@ -155,10 +155,17 @@ def test_classify_predict_writes_a_safe_name(tmp_path):
     src.mkdir()
     image = bad_path(src, BAD + b".png")
     image.write_bytes(cv2.imencode(".png", np.full((40, 40, 3), 90, np.uint8))[1].tobytes())
+    video = bad_path(src, b"clip\xff.mp4")
+    writer = cv2.VideoWriter(cv2_writable(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (40, 40))
+    for i in range(3):
+        writer.write(np.full((40, 40, 3), 60 * i, np.uint8))
+    writer.release()
+    os.rename(cv2_writable(video), video)
     results = cls_predict.run(weights=weights, source=src, project=tmp_path / "runs", save_txt=True)
     stem = Path(safe_name(image.name)).stem
     out = tmp_path / "runs" / "exp"
-    assert len(results) == 1 and (out / f"{stem}.jpg").is_file() and (out / "labels" / f"{stem}.txt").is_file()
+    assert len(results) == 4 and (out / f"{stem}.jpg").is_file() and (out / "labels" / f"{stem}.txt").is_file()
+    assert (out / f"{Path(safe_name(video.name)).stem}.avi").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -135,3 +135,14 @@ def cv2_writable(path: str | Path) -> str:
         return str(path)
     folder = path.parent.absolute()
     return str(Path(_alias(folder, safe_name(folder.name))) / path.name)
+
+
+def video_safe(loader_class: type) -> type:
+    """The engine's loader of image and video files (``LoadImagesAndVideos``), opening videos whose names OpenCV
+    cannot take through ``cv2_readable``'s link."""
+
+    class Loader(loader_class):
+        def _new_video(self, path: str) -> None:
+            super()._new_video(cv2_readable(path))
+
+    return Loader
