@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from utils import offline
+from utils.outputs import OutputNames, shown, write_image
 
 ROOT = Path(__file__).resolve().parent
 offline.configure()
@@ -64,7 +65,9 @@ class Timer:
 def log(msg: str) -> None:
     from ultralytics.utils import LOGGER
 
-    LOGGER.info(msg)
+    from utils.outputs import shown
+
+    LOGGER.info(shown(msg))  # file names that are not valid UTF-8 shown with \xff escapes
 
 
 def is_stream(source: str) -> bool:
@@ -76,35 +79,125 @@ def is_stream(source: str) -> bool:
     return source.isnumeric() or s.endswith(".streams") or (s.startswith(STREAM_PREFIXES) and not is_file_url)
 
 
-def check_source(source: str) -> None:
-    """A local source must exist (a glob must match); say which one is missing instead of failing later."""
-    if is_stream(source) or source.lower().startswith(("http://", "https://")):
-        return
+def accepted_sources() -> str:
+    """What ``--source`` takes, for the end of an error message."""
+    return ("--source takes an image or video file (.jpg, .png, .mp4, ...), a folder or glob of them, a .txt or .csv "
+            "file listing them one per line, a .streams file, a URL or a webcam index")
+
+
+def is_media(file: str) -> bool:
+    """Whether the engine's loader reads ``file`` (by its suffix, as the loader decides)."""
+    from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS
+
+    return file.rpartition(".")[-1].lower() in IMG_FORMATS | VID_FORMATS
+
+
+def source_files(entry: str) -> list[str] | None:
+    """The files a file, folder or glob names (as the engine's loader expands it), None when it names nothing."""
     import glob
+    import os
 
-    if "*" in source:
-        if not glob.glob(source, recursive=True):
-            raise FileNotFoundError(f"--source {source}: the pattern matches no files")
-    elif not Path(source).exists():
-        raise FileNotFoundError(f"--source {source}: no such file or directory")
+    if "*" in entry:
+        return sorted(glob.glob(entry, recursive=True)) or None
+    if os.path.isdir(entry):
+        return sorted(glob.glob(os.path.join(glob.escape(entry), "*.*")))
+    return [entry] if os.path.isfile(entry) else None
 
 
-def open_source(source: str, vid_stride: int = 1):
-    """An Ultralytics loader for ``source``; each item is ``(paths, images BGR, info strings)``."""
+def no_media(source: str, entry: str, files: list[str]) -> str:
+    """Why ``entry`` (an existing file, folder or matching glob) gives the loader nothing to read."""
+    import os
+
+    others = f", only {len(files)} other file{'s' * (len(files) > 1)}" if files else ""
+    if "*" in entry:
+        return f"{source}: the pattern matches no image or video file{others}; {accepted_sources()}"
+    if os.path.isdir(entry):
+        return f"{source}: the folder holds no image or video file{others}; {accepted_sources()}"
+    return f"{source}: not an image or video file; {accepted_sources()}"
+
+
+def read_source_list(listing: Path) -> list[str]:
+    """The entries of a ``.txt``/``.csv`` source list as absolute paths (relative ones are tried against the current
+    folder, then the list's folder, as the engine does); a line that names nothing readable is an error naming the
+    list, the line and the path, or a warning when other lines can be read."""
+    import csv
+    import os
+
+    raw = listing.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+    lines = raw.decode("utf-8", "surrogateescape").splitlines()  # names that are not UTF-8 stay the files' names
+    if listing.suffix.lower() == ".csv":
+        rows = [(n, cell) for n, row in enumerate(csv.reader(lines), 1) for cell in row]
+        rows = rows[1:] if rows[:1] == [(1, "source")] else rows  # an optional header row
+    else:
+        rows = list(enumerate(lines, 1))
+    rows = [(n, e.strip()) for n, e in rows if e.strip()]
+    if not rows:
+        raise ValueError(f"--source {listing}: the list is empty; {accepted_sources()}")
+    entries, problems = [], []
+    for n, entry in rows:
+        where = f"--source {listing}, line {n}: {entry}"
+        full = os.path.abspath(entry)
+        if source_files(full) is None and not os.path.isabs(entry):
+            full = os.path.abspath(listing.parent / entry)
+        files = source_files(full)
+        if files is None:
+            problems.append(f"{where}: {'matches no files' if '*' in entry else 'no such file or directory'} "
+                            f"(paths in a list are absolute, or relative to the current folder or the list's folder)")
+        elif not any(is_media(f) for f in files):
+            problems.append(no_media(where, full, files))
+        else:
+            entries.append(full)
+    if not entries:
+        raise FileNotFoundError(problems[0])
+    for problem in problems:
+        log(f"WARNING ⚠️ {problem.split('; --source takes')[0]}; skipped")
+    return entries
+
+
+def check_source(source: str) -> list[str] | None:
+    """A local source must name something the loader can read; say what is wrong instead of failing later.
+
+    Returns the entries of a ``.txt``/``.csv`` list (absolute paths), else None.
+    """
+    if is_stream(source) or source.lower().startswith(("http://", "https://")):
+        return None
+    path = Path(source)
+    if path.suffix.lower() in {".txt", ".csv"} and path.is_file():
+        return read_source_list(path)
+    files = source_files(source)
+    if files is None:
+        raise FileNotFoundError(f"--source {source}: "
+                                f"{'the pattern matches no files' if '*' in source else 'no such file or directory'}")
+    if not any(is_media(f) for f in files):
+        raise FileNotFoundError(no_media(f"--source {source}", source, files))
+    return None
+
+
+def file_loader(source: str | list[str], vid_stride: int):
+    """The engine's loader of image and video files, opening videos whose names OpenCV cannot take through a link
+    with a safe name (``VideoCapture`` crashes on a path that is not valid UTF-8)."""
+    from ultralytics.data.loaders import LoadImagesAndVideos, SourceTypes
+
+    from utils.outputs import video_safe
+
+    dataset = video_safe(LoadImagesAndVideos)(source, batch=1, vid_stride=vid_stride)
+    dataset.source_type = SourceTypes()
+    return dataset
+
+
+def open_source(source: str, vid_stride: int = 1, entries: list[str] | None = None):
+    """An Ultralytics loader for ``source`` (``entries``: a list source's, from ``check_source``); each item is
+    ``(paths, images BGR, info strings)``."""
     from ultralytics.data.build import load_inference_source
 
-    check_source(source)
+    if not (is_stream(source) or source.lower().startswith(("http://", "https://"))):
+        return file_loader(source if entries is None else entries, vid_stride)
     try:
         return load_inference_source(source, batch=1, vid_stride=vid_stride)
     except ConnectionError as e:  # a stream or webcam that cannot be opened
         detail = str(e).split("... ", 1)[-1]  # drop the loader's "1/1: <source>... " prefix
         raise ValueError(f"--source {source}: {detail} (check that the camera is connected or that the stream URL "
                          f"is reachable)") from None
-    except FileNotFoundError as e:
-        if Path(source).suffix.lower() in {".txt", ".csv"}:  # a path listed in the file: name the list too
-            raise FileNotFoundError(f"--source {source}: listed path {e} (a {Path(source).suffix} source holds one "
-                                    f"image or video path per line, absolute or relative to the list)") from None
-        raise
 
 
 def check_options(imgsz: list[int] | tuple[int, ...], conf_thres: float, iou_thres: float, max_det: int,
@@ -162,10 +255,13 @@ class VideoSink:
         path = path.with_suffix(".mp4")
         current = self.writers.get(slot)
         if current is None or current[0] != str(path):
+            from utils.outputs import cv2_writable
+
             if current is not None:
                 current[1].release()
             h, w = frame.shape[:2]
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 30, (w, h))
+            rate = fps if fps and fps > 0 else 30
+            writer = cv2.VideoWriter(cv2_writable(path), cv2.VideoWriter_fourcc(*"mp4v"), rate, (w, h))
             self.writers[slot] = (str(path), writer)
         self.writers[slot][1].write(frame)
         return path
@@ -215,11 +311,12 @@ def attach_recorders(model: torch.nn.Module | None, attention: bool, visualize: 
     return att_rec, feat_rec
 
 
-def frame_names(dataset, webcam: bool, i: int, path: Path, info: str) -> tuple[str, str]:
-    """Log prefix and output file stem of item ``i`` of a batch (video frames get ``_<frame>`` after the stem)."""
+def frame_names(dataset, webcam: bool, i: int, base: str, info: str) -> tuple[str, str]:
+    """Log prefix and output file stem of item ``i`` of a batch, whose source file's outputs are named ``base`` (video
+    frames get ``_<frame>`` after it)."""
     video = getattr(dataset, "mode", "image") != "image"
     frame = dataset.count if webcam else getattr(dataset, "frame", 0)
-    return (f"{i}: " if webcam else info), (f"{path.stem}_{frame}" if video else path.stem)
+    return (f"{i}: " if webcam else info), (f"{base}_{frame}" if video else base)
 
 
 def video_fps(dataset, i: int) -> float | None:
@@ -241,15 +338,21 @@ class Outputs:
                                                                                        save_conf, save_crop)
         self.line_thickness, self.hide_labels, self.hide_conf = line_thickness, hide_labels, hide_conf
         self.sink, self.windows, self.crops, self.attention_maps = VideoSink(), [], 0, 0
+        self.file_names = OutputNames(log)  # outputs of a file whose name is not valid UTF-8 get a safe name
+
+    def base(self, p: Path) -> str:
+        """The stem every output of source file ``p`` starts with (``p.stem``, or a safe one, logged once)."""
+        return self.file_names.stem(p)
 
     def add(self, i: int, p: Path, stem: str, original: np.ndarray, det: torch.Tensor, input_hw: tuple[int, int],
             att_rec, feat_rec, fps: float | None) -> None:
-        """Outputs of batch item ``i`` read from ``p``; ``det`` in ``original``'s pixels; ``fps`` None for images."""
+        """Outputs of batch item ``i`` read from ``p``, named ``stem`` (see ``base``); ``det`` in ``original``'s
+        pixels; ``fps`` None for images."""
         from ultralytics.utils.plotting import Annotator, colors, save_one_box
 
         from utils.visualize import save_attention_maps, save_feature_maps
 
-        im0 = original.copy()
+        im0, base = original.copy(), self.base(p)
         if self.save_txt and len(det):
             write_labels(self.save_dir / "labels" / f"{stem}.txt", det, im0.shape, self.save_conf)
         imc = im0.copy() if self.save_crop else im0
@@ -261,7 +364,7 @@ class Outputs:
                 label = None if self.hide_labels else (name if self.hide_conf else f"{name} {conf:.2f}")
                 annotator.box_label(xyxy, label or "", color=colors(c, True))
             if self.save_crop:
-                save_one_box(torch.tensor(xyxy), imc, file=self.save_dir / "crops" / self.names[c] / f"{p.stem}.jpg",
+                save_one_box(torch.tensor(xyxy), imc, file=self.save_dir / "crops" / self.names[c] / f"{base}.jpg",
                              BGR=True)
                 self.crops += 1
         if att_rec is not None and att_rec.records:
@@ -271,12 +374,12 @@ class Outputs:
             save_feature_maps(feat_rec.records, i, self.save_dir / "features" / stem)
         im0 = annotator.result()
         if self.view_img:
-            self.show(str(p), im0)
+            self.show(shown(p), im0)
         if self.save_img:
             if fps is None:
-                cv2.imwrite(str(self.save_dir / p.name), im0)
+                write_image(self.save_dir / f"{base}{p.suffix}", im0)
             else:
-                self.sink.write(i, self.save_dir / p.name, im0, fps)
+                self.sink.write(i, self.save_dir / f"{base}{p.suffix}", im0, fps)
 
     def show(self, window: str, im: np.ndarray) -> None:
         if window not in self.windows:
@@ -348,7 +451,7 @@ def run(
 
     check_options(imgsz, conf_thres, iou_thres, max_det, vid_stride, line_thickness, classes)
     source = str(source)
-    check_source(source)
+    entries = check_source(source)
     webcam = is_stream(source)
     # Model
     with all_cores():
@@ -363,7 +466,7 @@ def run(
     view_img = view_img and check_imshow(warn=True)
 
     # Data
-    dataset = open_source(source, vid_stride=vid_stride)
+    dataset = open_source(source, vid_stride, entries)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, sep="")
     existed = save_dir.exists()
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
@@ -386,7 +489,7 @@ def run(
             for i, det in enumerate(preds):
                 seen += 1
                 p = Path(paths[i])
-                s, stem = frame_names(dataset, webcam, i, p, infos[i])
+                s, stem = frame_names(dataset, webcam, i, outputs.base(p), infos[i])
                 s += "%gx%g " % tuple(im.shape[2:])
                 det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0s[i].shape).round()
                 if len(det):

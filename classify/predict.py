@@ -40,6 +40,33 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def safe_names(predictor_class: type) -> type:
+    """The engine's predictor, writing the outputs of a file whose name is not valid UTF-8 (which OpenCV's writers
+    crash on) under a safe name, logged once with the original, and reading such videos (utils/outputs.py)."""
+    from ultralytics.utils import LOGGER
+
+    from utils.outputs import OutputNames, video_safe
+
+    class Predictor(predictor_class):
+        def setup_source(self, source) -> None:
+            import ultralytics.data.build as build
+
+            files = build.LoadImagesAndVideos  # the loader the engine's load_inference_source builds
+            build.LoadImagesAndVideos = video_safe(files)
+            try:
+                super().setup_source(source)
+            finally:
+                build.LoadImagesAndVideos = files
+
+        def write_results(self, i: int, p: Path, im, s: list[str]) -> str:
+            if not hasattr(self, "file_names"):
+                self.file_names = OutputNames(LOGGER.info)
+            p = Path(p)
+            return super().write_results(i, p.with_name(self.file_names.stem(p) + p.suffix), im, s)
+
+    return Predictor
+
+
 def run(weights: str | Path = "", source: str | Path = ROOT / "data" / "images", imgsz: int | None = None,
         device: str = "", view_img: bool = False, save_txt: bool = False, nosave: bool = False,
         project: str | Path = ROOT / "runs" / "predict-cls", name: str = "exp", exist_ok: bool = False,
@@ -62,7 +89,7 @@ def run(weights: str | Path = "", source: str | Path = ROOT / "data" / "images",
     args = {"task": "classify", "mode": "predict", "imgsz": imgsz or trained_size or 224, "device": device or None,
             "show": view_img, "save": not nosave, "save_txt": save_txt, "half": half, "vid_stride": vid_stride,
             "project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True, "verbose": True}
-    predictor = ClassificationPredictor(overrides=args)
+    predictor = safe_names(ClassificationPredictor)(overrides=args)
     with all_cores():
         return list(predictor(source=str(source), model=model, stream=True))
 

@@ -437,7 +437,7 @@ def test_detect_list_file_with_a_bad_line_names_the_list(model, tmp_path, capsys
     listing.write_text("hello\n")
     err = cli_error(detect.main, ["--weights", str(weights), "--source", str(listing), "--project",
                                   str(tmp_path / "runs")], capsys)
-    assert f"--source {listing}: listed path hello does not exist" in err
+    assert f"--source {listing}, line 1: hello: no such file or directory" in err
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 

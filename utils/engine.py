@@ -430,6 +430,23 @@ class YOLOv5Trainer(AtomicCheckpoints, DetectionTrainer):
             model.hyp = scale_hyp_for_model(self.loss_hyp, nl=model.model[-1].nl, nc=self.data["nc"],
                                             imgsz=self.args.imgsz)
 
+    def get_dataloader(self, dataset_path, batch_size: int = 16, rank: int = 0, mode: str = "train"):
+        """The engine's loader; in training, no batch of one for a model whose modules need two (utils/batches.py)."""
+        from utils.batches import modules_needing_pairs, pairs_only
+
+        model = unwrap_model(self.model) if isinstance(self.model, torch.nn.Module) else None
+        needy = modules_needing_pairs(model) if mode == "train" and model is not None else []
+        if not needy:
+            return super().get_dataloader(dataset_path, batch_size, rank, mode)
+        import ultralytics.models.yolo.detect.train as detect_train
+
+        build = detect_train.build_dataloader  # the name the engine's get_dataloader calls
+        detect_train.build_dataloader = pairs_only(build, needy, max(self.world_size, 1))
+        try:
+            return super().get_dataloader(dataset_path, batch_size, rank, mode)
+        finally:
+            detect_train.build_dataloader = build
+
     def _build_train_pipeline(self):
         super()._build_train_pipeline()
         model = unwrap_model(self.model)

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.attention import ATTENTION
+from utils.outputs import write_image
 
 ATTENTION_TYPES = tuple(set(ATTENTION.values()))
 
@@ -117,8 +118,7 @@ def save_attention_maps(records: dict[str, torch.Tensor], index: int, input_hw: 
     files = []
     for label, maps in records.items():
         f = save_dir / f"{stem}_{label}.jpg"
-        cv2.imwrite(str(f), heatmap_overlay(maps[index], input_hw, im0))
-        files.append(f)
+        files.append(write_image(f, heatmap_overlay(maps[index], input_hw, im0)))
     return files
 
 
@@ -146,6 +146,5 @@ def save_feature_maps(records: dict[str, torch.Tensor], index: int, save_dir: Pa
         if x is None:
             continue
         f = save_dir / f"{label}_features.png"
-        cv2.imwrite(str(f), feature_grid(x[index]))
-        files.append(f)
+        files.append(write_image(f, feature_grid(x[index])))
     return files

@@ -16,6 +16,7 @@ class BAM(nn.Module):
     """
 
     gate = True
+    min_batch = 2  # BatchNorm over pooled (B, C, 1, 1) vectors: 2+ images per training batch, none of one
 
     def __init__(self, c1: int, ratio: int = 16, dilation: int = 4):
         super().__init__()

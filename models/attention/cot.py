@@ -18,6 +18,7 @@ class CoT(nn.Module):
     """
 
     gate = False
+    min_batch = 2  # BatchNorm over pooled (B, C, 1, 1) vectors: 2+ images per training batch, none of one
 
     def __init__(self, c1: int, kernel_size: int = 3, share: int = 8):
         super().__init__()

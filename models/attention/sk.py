@@ -17,6 +17,7 @@ class SK(nn.Module):
     """
 
     gate = False
+    min_batch = 2  # BatchNorm over pooled (B, C, 1, 1) vectors: 2+ images per training batch, none of one
 
     def __init__(self, c1: int, branches: int = 2, groups: int = 32, ratio: int = 16, min_dim: int = 32):
         super().__init__()
