@@ -83,9 +83,8 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
 
     demo = is_demo(opt)
     freeze = opt.freeze[0] if len(opt.freeze) == 1 else list(opt.freeze)
-    return {
+    overrides = {
         "model": cfg,
-        "save_dir": str(increment_dir(Path(opt.project).resolve() / opt.name, opt.exist_ok)),
         "data": resolve_data(opt.data),
         "epochs": opt.epochs or (DEMO["epochs"] if demo else 300),
         "batch": opt.batch_size,
@@ -106,13 +105,17 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
         "save_period": opt.save_period,
         "seed": opt.seed,
     }
+    if opt.evolve is None:  # claimed last (created and locked: utils/rundir.py); --evolve gets its folder in evolve()
+        overrides["save_dir"] = str(increment_dir(Path(opt.project).resolve() / opt.name, opt.exist_ok))
+    return overrides
 
 
 def check_options(opt: argparse.Namespace) -> None:
     """Numbers out of range fail here, before anything is loaded or written."""
-    from utils.cli import check_image_size, check_number
+    from utils.cli import check_device, check_image_size, check_number
 
     check_image_size("--imgsz", opt.imgsz, max_values=1)
+    check_device(opt.device)
     check_number("--epochs", opt.epochs, 1)
     check_number("--batch-size", opt.batch_size, 1, also={-1: "autobatch"})
     check_number("--workers", opt.workers, 0)
@@ -132,8 +135,12 @@ def resume_overrides(opt: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"--resume: checkpoint {last} not found")
     check_resumable(last)
     overrides = {"resume": str(last), "model": str(last)}
-    if last.parent.name == "weights":  # continue in the run's folder, wherever it is now
+    if last.parent.name == "weights":  # continue in the run's folder, wherever it is now, if no live run uses it
+        from utils.rundir import lock_run_dir
+
         overrides["save_dir"] = str(last.parent.parent.resolve())
+        lock_run_dir(overrides["save_dir"], what=f"--resume {last}",
+                     hint="that run is still training; wait for it to end before resuming")
     return overrides
 
 
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     opt = parse_opt(argv)
     with user_errors():
+        check_options(opt)
         if device_count(opt.device) > 1 and "LOCAL_RANK" not in os.environ:
             if opt.evolve is not None or opt.ray:
                 from utils.evolve import check_evolve_opt

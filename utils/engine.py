@@ -80,8 +80,13 @@ def all_cores() -> Any:
 
 
 def select_device(device: str | torch.device = "") -> torch.device:
-    """The engine's ``select_device`` (quiet; ``ValueError`` for a device that is not there) without its side effect
-    on CPU: it leaves torch's thread count as it is (see ``all_cores``)."""
+    """The engine's ``select_device`` (quiet) without its side effect on CPU: it leaves torch's thread count as it is
+    (see ``all_cores``). A CUDA device that is not there is an ``ArgumentError`` naming ``--device``, the value given
+    and what to do (``utils.cli.check_device``), not the engine's ``Invalid CUDA 'device=0'``."""
+    from utils.cli import check_device
+
+    if not isinstance(device, torch.device):
+        check_device(device)
     threads = torch.get_num_threads()
     try:
         return torch_utils.select_device(device, verbose=False)
@@ -483,10 +488,12 @@ def _with_coco_fields(gt: dict) -> dict:
 
 
 def increment_dir(path: str | Path, exist_ok: bool = False) -> Path:
-    """YOLOv5's run folders: runs/train/exp, exp2, exp3, ... (``exist_ok`` reuses ``path``)."""
-    from ultralytics.utils.files import increment_path
+    """YOLOv5's run folders: runs/train/exp, exp2, exp3, ... (``exist_ok`` reuses ``path``), created and locked for
+    this run by ``utils.rundir.claim_run_dir``: two runs started together never share one. Every script gets its run
+    folder here; the engine is always given it as ``save_dir`` (its own ``increment_path`` is never reached)."""
+    from utils.rundir import claim_run_dir
 
-    return increment_path(path, exist_ok=exist_ok, sep="")
+    return claim_run_dir(path, exist_ok)
 
 
 def latest_run(project: str | Path) -> Path:
