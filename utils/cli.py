@@ -31,6 +31,15 @@ def user_errors(exit_code: int = 1) -> Iterator[None]:
             raise
         print(f"ERROR: {describe(e)}", file=sys.stderr)
         raise SystemExit(exit_code) from None
+    except OSError as e:  # a full disk anywhere (results.csv, plots, exports): say so in one line
+        import errno
+
+        if os.environ.get("YOLOV5A_TRACEBACK") or e.errno != errno.ENOSPC:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"ERROR: the disk is full (ENOSPC: no space left on device){where}; free disk space and run again",
+              file=sys.stderr)
+        raise SystemExit(exit_code) from None
     except RuntimeError as e:  # the engine wraps dataset problems as RuntimeError("Dataset '...' error ❌ ...")
         if os.environ.get("YOLOV5A_TRACEBACK") or "Dataset" not in str(e):
             raise
