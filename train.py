@@ -217,12 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     opt = parse_opt(argv)
     with user_errors():
-        check_options(opt)
         if device_count(opt.device) > 1 and "LOCAL_RANK" not in os.environ:
             if opt.evolve is not None or opt.ray:
                 from utils.evolve import check_evolve_opt
 
                 check_evolve_opt(opt)  # refuses several devices with YOLOv5's message
+            check_options(opt)  # before the processes start (--device 0,1 on a machine without them)
             return launch_ddp(argv, device_count(opt.device))
         run(**vars(opt))
     return 0
