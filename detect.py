@@ -440,16 +440,17 @@ def run(
 ) -> Path:
     """Detect objects in ``source`` and save the results; returns the run directory (``runs/detect/exp*``)."""
     from ultralytics.utils.checks import check_imshow
-    from ultralytics.utils.files import increment_path
     from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import scale_boxes
     from ultralytics.utils.torch_utils import select_device
 
     from utils.allocator import keep_freed_memory_on_cpu
-    from utils.cli import remove_if_empty
-    from utils.engine import all_cores
+    from utils.cli import check_device, remove_if_empty
+    from utils.engine import all_cores, increment_dir
+    from utils.rundir import created_by_claim, release_run_dir
 
     check_options(imgsz, conf_thres, iou_thres, max_det, vid_stride, line_thickness, classes)
+    check_device(device)
     source = str(source)
     entries = check_source(source)
     webcam = is_stream(source)
@@ -467,8 +468,8 @@ def run(
 
     # Data
     dataset = open_source(source, vid_stride, entries)
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, sep="")
-    existed = save_dir.exists()
+    save_dir = increment_dir(Path(project) / name, exist_ok)  # created and locked for this run (utils/rundir.py)
+    existed = not created_by_claim(save_dir)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     outputs = Outputs(save_dir, names, not nosave, view_img, save_txt, save_conf, save_crop, line_thickness,
                       hide_labels, hide_conf)
@@ -507,6 +508,7 @@ def run(
                 rec.remove()
         if hasattr(dataset, "close"):
             dataset.close()
+        release_run_dir(save_dir)
 
     if seen == 0:
         if not existed:

@@ -42,10 +42,12 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
     from ultralytics.utils.torch_utils import select_device
 
     from utils.checkpoint import load_model
+    from utils.cli import check_device
 
     t = time.perf_counter()
     parse_include(include)  # fail on a typo before loading anything
     check_options(imgsz, batch_size, opset, calib_images)
+    check_device(device)
     weights = Path(weights)
     if weights.suffix != ".pt":
         raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")

@@ -88,9 +88,8 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
     demo = is_demo(opt)
     data = prepare_data(resolve_data(opt.data), allow_scripts=opt.allow_data_scripts, labels=("train", "val"))
     freeze = opt.freeze[0] if len(opt.freeze) == 1 else list(opt.freeze)
-    return {
+    overrides = {
         "model": cfg,
-        "save_dir": str(increment_dir(Path(opt.project).resolve() / opt.name, opt.exist_ok)),
         "data": data,
         "epochs": opt.epochs or (DEMO["epochs"] if demo else 300),
         "batch": opt.batch_size,
@@ -111,13 +110,17 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
         "save_period": opt.save_period,
         "seed": opt.seed,
     }
+    if opt.evolve is None:  # claimed last (created and locked: utils/rundir.py); --evolve gets its folder in evolve()
+        overrides["save_dir"] = str(increment_dir(Path(opt.project).resolve() / opt.name, opt.exist_ok))
+    return overrides
 
 
 def check_options(opt: argparse.Namespace) -> None:
     """Numbers out of range fail here, before anything is loaded or written."""
-    from utils.cli import check_image_size, check_number
+    from utils.cli import check_device, check_image_size, check_number
 
     check_image_size("--imgsz", opt.imgsz, max_values=1)
+    check_device(opt.device)
     check_number("--epochs", opt.epochs, 1)
     check_number("--batch-size", opt.batch_size, 1, also={-1: "autobatch"})
     check_number("--workers", opt.workers, 0)
@@ -137,8 +140,12 @@ def resume_overrides(opt: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"--resume: checkpoint {last} not found")
     check_resumable(last)
     overrides = {"resume": str(last), "model": str(last)}
-    if last.parent.name == "weights":  # continue in the run's folder, wherever it is now
+    if last.parent.name == "weights":  # continue in the run's folder, wherever it is now, if no live run uses it
+        from utils.rundir import lock_run_dir
+
         overrides["save_dir"] = str(last.parent.parent.resolve())
+        lock_run_dir(overrides["save_dir"], what=f"--resume {last}",
+                     hint="that run is still training; wait for it to end before resuming")
     return overrides
 
 
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 from utils.evolve import check_evolve_opt
 
                 check_evolve_opt(opt)  # refuses several devices with YOLOv5's message
+            check_options(opt)  # before the processes start (--device 0,1 on a machine without them)
             return launch_ddp(argv, device_count(opt.device))
         run(**vars(opt))
     return 0

@@ -75,9 +75,12 @@ def run(weights: str | Path = "", source: str | Path = ROOT / "data" / "images",
     from ultralytics.models.yolo.classify import ClassificationPredictor
 
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.cli import check_device, check_image_size, no_empty_run_dir
     from utils.engine import all_cores, increment_dir
     from utils.engine_cls import load_classifier
 
+    check_image_size("--imgsz", imgsz, max_values=1)
+    check_device(device)
     if not weights:
         raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/openvino classifier")
     if not (str(source).isnumeric() or "://" in str(source) or any(c in str(source) for c in "*?")
@@ -89,8 +92,8 @@ def run(weights: str | Path = "", source: str | Path = ROOT / "data" / "images",
     args = {"task": "classify", "mode": "predict", "imgsz": imgsz or trained_size or 224, "device": device or None,
             "show": view_img, "save": not nosave, "save_txt": save_txt, "half": half, "vid_stride": vid_stride,
             "project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True, "verbose": True}
-    predictor = safe_names(ClassificationPredictor)(overrides=args)
-    with all_cores():
+    with all_cores(), no_empty_run_dir(save_dir):
+        predictor = safe_names(ClassificationPredictor)(overrides=args)
         return list(predictor(source=str(source), model=model, stream=True))
 
 

@@ -102,13 +102,17 @@ def run(argv: list[str] | None = None, **kwargs):
     for k, v in kwargs.items():
         setattr(opt, k, v)
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.cli import check_device, check_image_size, no_empty_run_dir
     from utils.engine import all_cores
     from utils.engine_cls import ClassifierTrainer
 
+    check_image_size("--imgsz", opt.imgsz, max_values=1)
+    check_device(opt.device)
     keep_freed_memory_on_cpu(opt.device)
     hyp = opt.hyp or (DEMO["hyp"] if is_demo(opt) else None)
-    with all_cores():
-        trainer = ClassifierTrainer(overrides=engine_overrides(opt), hyp=hyp, cutoff=opt.cutoff)
+    overrides = engine_overrides(opt)
+    with all_cores(), no_empty_run_dir(overrides["save_dir"]):
+        trainer = ClassifierTrainer(overrides=overrides, hyp=hyp, cutoff=opt.cutoff)
         trainer.train()
     return trainer
 

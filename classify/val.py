@@ -46,10 +46,13 @@ def run(data: str = "shapes-cls", weights: str | list[str] = (), batch_size: int
         name: str = "exp", exist_ok: bool = False, half: bool = False, plots: bool = True) -> list[dict]:
     """Validate each of ``weights``; returns one metrics dict per model (``metrics/accuracy_top1``, ``..._top5``)."""
     from utils.allocator import keep_freed_memory_on_cpu
+    from utils.cli import check_device, check_image_size, no_empty_run_dir
     from utils.clsdata import resolve_cls_data
     from utils.engine import all_cores, increment_dir
     from utils.engine_cls import ClassifierValidator, load_classifier
 
+    check_image_size("--imgsz", imgsz, max_values=1)
+    check_device(device)
     keep_freed_memory_on_cpu(device)
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     if not weights:
@@ -64,8 +67,8 @@ def run(data: str = "shapes-cls", weights: str | list[str] = (), batch_size: int
         args = {"task": "classify", "mode": "val", "data": folder, "batch": batch_size,
                 "imgsz": imgsz or trained_size or 224, "device": device or None, "workers": workers, "verbose": verbose,
                 "save_dir": str(save_dir), "quantize": 16 if half else None, "plots": plots, "split": "val"}
-        validator = ClassifierValidator(args=args, save_dir=save_dir)
-        with all_cores():
+        with all_cores(), no_empty_run_dir(save_dir):
+            validator = ClassifierValidator(args=args, save_dir=save_dir)
             stats = validator(model=model)
         stats["speed"] = dict(validator.speed)
         results.append(stats)

@@ -760,10 +760,11 @@ def run(cfg: str | Path | dict = "yolov5s.yaml", batch_size: int = 1, imgsz: int
     (``NAME[@i,j]``, ``models/insert.py``) and ``save_yaml`` writes that YAML. Returns the model."""
     from ultralytics.utils.torch_utils import select_device
 
-    from utils.cli import check_image_size, check_number
+    from utils.cli import check_device, check_image_size, check_number
 
     check_number("--batch-size", batch_size, 1)
     check_image_size("--imgsz", imgsz, max_values=1)
+    check_device(device)
     if isinstance(cfg, (str, Path)):  # a classifier's YAML (models/cls/): models/classify.py builds and prints it
         from models.classify import is_classification_yaml, load_cls_yaml, resolve_cls_cfg
         from models.classify import main as classify_main

@@ -136,6 +136,9 @@ def test_device_list_launches_one_process_per_device(monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # --device is checked before the launch
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert train.main(["--device", "0,1", "--epochs", "3"]) == 0
     cmd = calls[0]
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]

@@ -58,6 +58,9 @@ YOLOV5_ENGINE_DEFAULTS: dict[str, Any] = {
     "deterministic": True,
 }
 DEFAULT_HYP_FILE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+# Keys every hyp file must name, as YOLOv5's do (a missing one would silently take the engine's default, which is not
+# YOLOv5's); optional: nbs (64 as in YOLOv5) and label_smoothing (train.py's --label-smoothing).
+REQUIRED_HYP_KEYS = tuple(k for k in ENGINE_HYP_KEYS + LOSS_HYP_KEYS if k not in ("nbs", "label_smoothing"))
 
 
 TORCH_THREADS = torch.get_num_threads()  # torch's default, one per core, before the engine lowers it
@@ -80,8 +83,13 @@ def all_cores() -> Any:
 
 
 def select_device(device: str | torch.device = "") -> torch.device:
-    """The engine's ``select_device`` (quiet; ``ValueError`` for a device that is not there) without its side effect
-    on CPU: it leaves torch's thread count as it is (see ``all_cores``)."""
+    """The engine's ``select_device`` (quiet) without its side effect on CPU: it leaves torch's thread count as it is
+    (see ``all_cores``). A CUDA device that is not there is an ``ArgumentError`` naming ``--device``, the value given
+    and what to do (``utils.cli.check_device``), not the engine's ``Invalid CUDA 'device=0'``."""
+    from utils.cli import check_device
+
+    if not isinstance(device, torch.device):
+        check_device(device)
     threads = torch.get_num_threads()
     try:
         return torch_utils.select_device(device, verbose=False)
@@ -94,7 +102,8 @@ class HypError(ValueError):
 
 
 def load_hyp(path: str | Path | dict | None = None) -> dict[str, float]:
-    """Read a YOLOv5 hyperparameter YAML (or dict) and check every key before training starts."""
+    """Read a YOLOv5 hyperparameter YAML (or dict) and check every key before training starts: no unknown key, numbers
+    only, and (a file) every key of ``REQUIRED_HYP_KEYS``."""
     if isinstance(path, dict):
         hyp, where = dict(path), "hyp"
     else:
@@ -111,6 +120,10 @@ def load_hyp(path: str | Path | dict | None = None) -> dict[str, float]:
     for k, v in hyp.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise HypError(f"{where}: '{k}' must be a number, got {v!r}")
+    missing = [k for k in REQUIRED_HYP_KEYS if k not in hyp]
+    if missing and not isinstance(path, dict):  # a file; a dict from code is the caller's whole recipe
+        raise HypError(f"{where}: missing hyperparameter(s) {', '.join(missing)}; a YOLOv5 hyp file names every key: "
+                       f"add them (e.g. from {DEFAULT_HYP_FILE.relative_to(ROOT)})")
     return {k: float(v) for k, v in hyp.items()}
 
 
@@ -301,26 +314,104 @@ def cpu_ddp(enabled: bool) -> Any:
         torch.nn.parallel.DistributedDataParallel = ddp
 
 
+class CheckpointSaveError(ValueError):
+    """A checkpoint that could not be written (a full disk...); the message names the file and what is kept."""
+
+
+def checkpoint_save_error(e: OSError, file: Path, kept: Path | None,
+                          resume: str | None = "python train.py --resume") -> CheckpointSaveError:
+    """One line for a failed checkpoint write: the file, why (the disk is full, or the OS's reason), what is intact
+    and how to go on (``resume``: the command that continues from ``kept``; None: run again)."""
+    why = os_error_reason(e)
+    if kept is not None and kept.is_file():
+        then = f"continue with {resume} {kept}" if resume else "run again"
+        after = f"the previous {kept.name} is intact; free disk space, then {then}"
+    else:
+        after = "no earlier checkpoint was written; free disk space and start again"
+    return CheckpointSaveError(f"could not save checkpoint {file}: {why}; training stopped, {after}")
+
+
+def os_error_reason(e: OSError) -> str:
+    """'the disk is full (ENOSPC: ...)' or the OS's own words with the error's name ('Permission denied (EACCES)')."""
+    import errno
+
+    code = errno.errorcode.get(e.errno, "") if e.errno else ""
+    if e.errno == errno.ENOSPC:
+        return "the disk is full (ENOSPC: no space left on device)"
+    return f"{e.strerror or e}{f' ({code})' if code else ''}"
+
+
+class _CheckpointPath(type(Path())):
+    """A checkpoint path whose ``write_bytes`` tags the OSError it raises with the file (the engine's save writes
+    several; the error must name the one that failed)."""
+
+    def write_bytes(self, data):
+        try:
+            return super().write_bytes(data)
+        except OSError as e:
+            e.checkpoint_file = Path(self)
+            raise
+
+
 class AtomicCheckpoints:
     """Trainer mixin: write each checkpoint to a temporary file first and rename it into place.
 
-    A crash (or a full disk) mid-write then leaves the previous ``last.pt``/``best.pt`` intact.
+    A crash (or a full disk) mid-write then leaves the previous ``last.pt``/``best.pt`` intact. A failed write removes
+    its temporary (or partial ``epochN.pt``) file and stops training with one ``CheckpointSaveError`` line naming the
+    file and the reason (the disk is full: ENOSPC); the same holds for the optimizer strip after the last epoch.
     """
+
+    resume_command: str | None = "python train.py --resume"  # how a user continues from last.pt (None: no resume)
 
     def save_model(self) -> bool:
         final = {"last": self.last, "best": self.best}
-        temps = {k: p.with_name(p.name + ".tmp") for k, p in final.items()}
+        temps = {k: _CheckpointPath(p.with_name(p.name + ".tmp")) for k, p in final.items()}
         for t in temps.values():
             t.unlink(missing_ok=True)
-        self.last, self.best = temps["last"], temps["best"]
+        wdir = self.wdir
+        self.last, self.best, self.wdir = temps["last"], temps["best"], _CheckpointPath(wdir)
         try:
             saved = super().save_model()
+        except OSError as e:
+            failed = getattr(e, "checkpoint_file", None)
+            for t in temps.values():
+                t.unlink(missing_ok=True)
+            if failed is not None and failed not in temps.values():
+                failed.unlink(missing_ok=True)  # a partial epochN.pt, written in place by the engine
+            named = next((final[k] for k, t in temps.items() if t == failed), failed or final["last"])
+            raise checkpoint_save_error(e, named, final["last"], self.resume_command) from None
         finally:
-            self.last, self.best = final["last"], final["best"]
+            self.last, self.best, self.wdir = final["last"], final["best"], wdir
         for k, t in temps.items():
             if t.exists():
                 os.replace(t, final[k])
         return saved
+
+    def final_eval(self):
+        """The engine's final step, with its optimizer strip of last.pt/best.pt written to a temporary file and
+        renamed into place (the engine writes the checkpoint in place, which a full disk would truncate)."""
+        import ultralytics.engine.trainer as engine_trainer
+
+        strip = engine_trainer.strip_optimizer
+
+        def atomic_strip(f, s="", updates=None):
+            target = Path(s or f)
+            tmp = target.with_name(target.name + ".tmp")
+            try:
+                out = strip(f, str(tmp), updates=updates)
+                os.replace(tmp, target)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise CheckpointSaveError(f"could not strip the optimizer from {target}: {os_error_reason(e)}; "
+                                          f"{target.name} is kept as trained (with its optimizer state); free disk "
+                                          f"space") from None
+            return out
+
+        engine_trainer.strip_optimizer = atomic_strip
+        try:
+            return super().final_eval()
+        finally:
+            engine_trainer.strip_optimizer = strip
 
 
 class YOLOv5Trainer(AtomicCheckpoints, DetectionTrainer):
@@ -531,10 +622,12 @@ def _with_coco_fields(gt: dict) -> dict:
 
 
 def increment_dir(path: str | Path, exist_ok: bool = False) -> Path:
-    """YOLOv5's run folders: runs/train/exp, exp2, exp3, ... (``exist_ok`` reuses ``path``)."""
-    from ultralytics.utils.files import increment_path
+    """YOLOv5's run folders: runs/train/exp, exp2, exp3, ... (``exist_ok`` reuses ``path``), created and locked for
+    this run by ``utils.rundir.claim_run_dir``: two runs started together never share one. Every script gets its run
+    folder here; the engine is always given it as ``save_dir`` (its own ``increment_path`` is never reached)."""
+    from utils.rundir import claim_run_dir
 
-    return increment_path(path, exist_ok=exist_ok, sep="")
+    return claim_run_dir(path, exist_ok)
 
 
 def latest_run(project: str | Path) -> Path:

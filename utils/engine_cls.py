@@ -32,7 +32,7 @@ from models.classify import (  # noqa: E402
 )
 from utils import offline  # noqa: F401  (must precede the engine import)
 from utils.clsdata import resolve_cls_data  # noqa: E402
-from utils.engine import AtomicCheckpoints, HypError, find_file  # noqa: E402
+from utils.engine import AtomicCheckpoints, CheckpointSaveError, HypError, find_file, os_error_reason  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,6 +165,8 @@ class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):
         self.model = build_classifier(self.args.model, self.data["nc"], cutoff, dropout if dropout is not None else
                                       hyp.get("dropout"), verbose=RANK in {-1, 0})
 
+    resume_command = None  # classify/train.py has no --resume
+
     def set_model_attributes(self):
         super().set_model_attributes()
         self.model.label_smoothing = float(self.recipe.get("label_smoothing", 0.0))
@@ -221,8 +223,14 @@ def strip_checkpoint(f: str | Path) -> None:
     ckpt = load_checkpoint(f)
     keep = {k: ckpt.get(k) for k in ("epoch", "best_fitness", "train_args", "train_metrics", "date", "version")}
     tmp = f.with_name(f.name + ".tmp")
-    torch.save({**keep, "model": checkpoint_model(ckpt).half(), "ema": None, "optimizer": None, "updates": None}, tmp)
-    os.replace(tmp, f)
+    try:
+        torch.save({**keep, "model": checkpoint_model(ckpt).half(), "ema": None, "optimizer": None, "updates": None},
+                   tmp)
+        os.replace(tmp, f)
+    except OSError as e:  # a full disk: the checkpoint as trained stays, the partial copy goes
+        tmp.unlink(missing_ok=True)
+        raise CheckpointSaveError(f"could not strip the optimizer from {f}: {os_error_reason(e)}; {f.name} is kept as "
+                                  f"trained (with its optimizer state); free disk space") from None
 
 
 class ClassifierValidator(ClassificationValidator):

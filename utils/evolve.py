@@ -34,6 +34,7 @@ from ultralytics.utils import LOGGER, colorstr  # noqa: E402
 
 from utils import offline  # noqa: F401  (must precede the engine import)
 from utils.engine import ROOT, YOLOv5Trainer, all_cores, increment_dir  # noqa: E402
+from utils.rundir import lock_run_dir, release_run_dir  # noqa: E402
 
 PREFIX = colorstr("evolve: ")
 
@@ -264,14 +265,15 @@ def search_dir(base: Path, settings: dict, exist_ok: bool = False) -> Path:
         file = d / "search.yaml"
         if file.is_file():
             saved = yaml.safe_load(file.read_text())
-            if saved == settings:
+            if saved == settings:  # continue it, unless a search that is still running holds it
+                lock_run_dir(d, what="--evolve", hint="that search is still running; wait for it to end, or start "
+                             "another with a new --name")
                 return d
             if exist_ok:
                 differ = sorted({k for part in settings for k in _differences(saved.get(part), settings[part], part)})
                 raise EvolveError(f"{file}: this search was started with other settings ({', '.join(differ)}); "
                                   "continue it with its own flags, or start another with a new --name")
-    d = increment_dir(base, exist_ok)
-    d.mkdir(parents=True, exist_ok=True)
+    d = increment_dir(base, exist_ok)  # created and locked (utils/rundir.py)
     (d / "search.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     return d
 
@@ -289,6 +291,13 @@ def evolve(opt: argparse.Namespace, setup: dict, rng: np.random.Generator | None
     as train.py builds them; ``rng`` draws the mutations (fresh entropy by default).
     """
     save_dir = search_dir(Path(opt.project) / opt.name, search_settings(setup), opt.exist_ok)
+    try:
+        return _evolve(opt, setup, save_dir, rng)
+    finally:
+        release_run_dir(save_dir)
+
+
+def _evolve(opt: argparse.Namespace, setup: dict, save_dir: Path, rng: np.random.Generator | None) -> Path:
     csv = save_dir / "evolve.csv"
     base = {k: v for k, v in setup["hyp"].items() if k != "label_smoothing"}  # label_smoothing is a flag
     keys, rows = read_csv(csv) if csv.exists() else ([], None)

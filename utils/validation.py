@@ -22,11 +22,12 @@ def load_for_validation(weights: str, device: str = "") -> object:
 
 
 def check_options(imgsz: int, batch_size: int, conf_thres: float, iou_thres: float, max_det: int,
-                  workers: int) -> None:
+                  workers: int, device: str = "") -> None:
     """Numbers out of range fail here, before anything is loaded or written."""
-    from utils.cli import check_image_size, check_number
+    from utils.cli import check_device, check_image_size, check_number
 
     check_image_size("--imgsz", imgsz, max_values=1)
+    check_device(device)
     check_number("--batch-size", batch_size, 1)
     check_number("--conf-thres", conf_thres, 0, 1)
     check_number("--iou-thres", iou_thres, 0, 1)
@@ -44,7 +45,7 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
     """Validate each of ``weights``; returns one metrics dict per model (``metrics/mAP50(B)``,
     ``metrics/mAP50-95(B)``...). ``allow_data_scripts``: let the data YAML's download script run
     (``--allow-data-scripts``)."""
-    check_options(imgsz, batch_size, conf_thres, iou_thres, max_det, workers)
+    check_options(imgsz, batch_size, conf_thres, iou_thres, max_det, workers, device)
     from utils.allocator import keep_freed_memory_on_cpu
     from utils.cli import no_empty_run_dir
     from utils.datayaml import prepare_data
@@ -61,7 +62,7 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
                         labels=("val",) if split == "val" else ())  # an unlabelled test split is scored elsewhere
     results = []
     for w in weights:
-        save_dir = increment_dir(Path(project).resolve() / name, exist_ok)
+        save_dir = increment_dir(Path(project).resolve() / name, exist_ok)  # created and locked (utils/rundir.py)
         args = {
             "task": "detect", "mode": "val", "data": data, "batch": batch_size, "imgsz": imgsz,
             "conf": conf_thres, "iou": iou_thres, "max_det": max_det, "split": split,
