@@ -361,11 +361,7 @@ def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -
         except Exception as e:
             raise CheckpointError(f"{source}: its classifier config cannot be built ({type(e).__name__}: {e}); "
                                   f"{CHECKPOINT_HELP}") from None
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
-                                  f"{str(e).splitlines()[0]} ...") from None
+        _load_fitting(model, sd, source)
         return model
     first = block_set_of(cfg).name
     names = [cfg["blocks"]] if "blocks" in cfg else [first, *(n for n in BLOCK_SETS if n != first)]
@@ -379,12 +375,47 @@ def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -
                                       f"repository can build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
             continue
         try:
+            return _load_fitting(model, sd, source)
+        except CheckpointError as e:
+            error = error or e
+    raise error
+
+
+MISFIT_HELP = ("the file was edited, or its weights come from another model than its config; use the checkpoint "
+               "train.py saved (or train again from the YAML)")
+
+
+def _misfit(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
+    """How ``sd`` fails to fit ``model`` (``None`` when it fits): the first tensor of another shape, with both shapes,
+    then missing and unexpected keys, each with a count of the others."""
+    own = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
+             if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    parts = []
+    if wrong:
+        k, got, want = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensor(s) of another shape)" if len(wrong) > 1 else ""
+        parts.append(f"'{k}' has shape {got} in the checkpoint but {want} in the model{more}")
+    for keys, what in ((missing, "missing from the checkpoint"), (unexpected, "not in the model")):
+        if keys:
+            more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+            parts.append(f"'{keys[0]}'{more} {what}")
+    return "; ".join(parts) or None
+
+
+def _load_fitting(model: nn.Module, sd: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
+    """``model`` with ``sd`` loaded (``strict=True``), or a ``CheckpointError`` naming the key and both shapes."""
+    problem = _misfit(model, sd)
+    if problem is None:
+        try:
             model.load_state_dict(sd, strict=True)
             return model
-        except RuntimeError as e:
-            error = error or e
-    raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
-                          f"{str(error).splitlines()[0]} ...") from None
+        except RuntimeError as e:  # e.g. a tensor that is no tensor
+            problem = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+    raise CheckpointError(f"{source}: weights do not fit the model built from its own config: {problem}; "
+                          f"{MISFIT_HELP}")
 
 
 def _reset_grids(head: Detect) -> None:
