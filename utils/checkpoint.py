@@ -229,6 +229,33 @@ _MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF
           (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a plain Python pickle"))
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header (torch.save's default format since torch 1.6)
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # torch.save's pre-1.6 format: a pickled magic number
+TRUNCATED_HELP = "the file was cut short (an interrupted copy or save?); copy it again"
+
+
+def _truncated_zip(p: Path, head: bytes) -> str | None:
+    """'PyTorch checkpoint' or 'zip archive' for a file that starts as a zip but whose central directory (written
+    last) is missing; else ``None``."""
+    if not head.startswith(ZIP_MAGIC) or zipfile.is_zipfile(p):
+        return None
+    n = int.from_bytes(head[26:28], "little") if len(head) >= 30 else 0
+    first = head[30:30 + n]  # the first member's name: torch.save writes '<name>/data.pkl' first
+    torch_save = first.endswith(b"data.pkl") or (len(first) < max(n, 1) and p.suffix.lower() in (".pt", ".pth"))
+    return "PyTorch checkpoint" if torch_save else "zip archive"
+
+
+def _truncated_pickle(head: bytes, e: BaseException) -> str | None:
+    """'PyTorch checkpoint' (legacy format) or 'Python pickle' when ``e`` says the pickle stream ended early."""
+    ended = isinstance(e, EOFError) or (isinstance(e, pickle.UnpicklingError) and "truncated" in str(e)) or (
+        isinstance(e, RuntimeError) and "unexpected EOF" in str(e))
+    if not ended:
+        return None
+    if head.startswith(LEGACY_MAGIC):
+        return "PyTorch checkpoint"
+    return "Python pickle" if head.startswith(b"\x80") else None
+
+
 def _is_torchscript(p: Path) -> bool:
     if not zipfile.is_zipfile(p):
         return False
@@ -252,6 +279,9 @@ def describe_file(path: str | Path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "a torch.save() archive"
         return f"a zip archive of {len(names)} file(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+    truncated = _truncated_zip(p, head)
+    if truncated:
+        return f"a truncated {truncated} ({size:,} bytes; {TRUNCATED_HELP})"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "a WebP image"
     for magic, what in _MAGIC:
@@ -282,6 +312,12 @@ def _raw_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         return torch.load(p, map_location=map_location, pickle_module=safe_pickle, weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
             IndexError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
+        with open(p, "rb") as f:
+            head = f.read(512)
+        truncated = _truncated_zip(p, head) or _truncated_pickle(head, e)
+        if truncated:
+            raise CheckpointError(f"{p}: truncated {truncated} ({p.stat().st_size:,} bytes): {TRUNCATED_HELP}"
+                                  ) from None
         what = describe_file(p)
         if what.startswith(("a plain Python pickle", "a torch.save", f"{p.stat().st_size} bytes")):  # say what failed
             what += f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
