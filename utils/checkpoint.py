@@ -263,8 +263,10 @@ def _is_torchscript(p: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def describe_file(path: str | Path) -> str:
-    """What a file that is not a checkpoint is, in words: 'an empty file', 'a JPEG image', 'a text file ("hello")'..."""
+def describe_file(path: str | Path, by_suffix: bool = True) -> str:
+    """What a file that is not a checkpoint is, in words: 'an empty file', 'a JPEG image', 'a text file ("hello")'...
+
+    ``by_suffix``: call an unrecognised file with an export's suffix (``.onnx``...) an export."""
     p = Path(path)
     size = p.stat().st_size
     if size == 0:
@@ -287,7 +289,7 @@ def describe_file(path: str | Path) -> str:
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return what
-    if p.suffix.lower() in {".onnx", ".engine", ".torchscript", ".xml"}:
+    if by_suffix and p.suffix.lower() in {".onnx", ".engine", ".torchscript", ".xml"}:
         return f"a {p.suffix[1:]} file (an export: pass it to detect.py/val.py as it is)"
     try:
         text = head.decode("utf-8")
@@ -543,27 +545,150 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bo
 EXPORT_SUFFIXES = (".torchscript", ".onnx", ".engine")
 
 
-def check_export_format(w: str | Path) -> Path:
+def check_export_format(w: str | Path, task: str | None = None) -> Path:
     """An exported model (``.torchscript``, ``.onnx``, ``.engine``, ``*_openvino_model/``) that exists; else an error.
 
     Only these formats reach the engine's ``AutoBackend``: its other formats (TensorFlow, PaddlePaddle, CoreML...)
-    would make it import, and try to install, packages this project does not use.
+    would make it import, and try to install, packages this project does not use. ONNX files and OpenVINO folders are
+    checked further without running them (``check_onnx``, ``check_openvino``); ``task`` (``detect``/``classify``) is
+    what the caller runs, ``None`` for either (the export's metadata tells, else a detector is expected).
     """
     w = Path(str(w))
     if not w.exists():
         raise FileNotFoundError(f"weights '{w}' not found")
-    if w.suffix not in EXPORT_SUFFIXES and not (w.is_dir() and w.name.endswith("_openvino_model")):
+    openvino = w.is_dir() and w.name.endswith("_openvino_model")
+    if w.suffix not in EXPORT_SUFFIXES and not openvino:
         raise CheckpointError(f"{w}: unsupported weights format; use a .pt checkpoint, or an export from export.py "
                               f"(.torchscript, .onnx, *_openvino_model/ folder, .engine)")
+    if openvino:
+        check_openvino(w)
+    elif w.suffix == ".onnx":
+        check_onnx(w, task)
     return w
 
 
+def _reexport(w: Path, fmt: str) -> str:
+    return f"export one with python export.py --weights {w.stem.removesuffix('_openvino_model')}.pt --include {fmt}"
+
+
+def check_onnx(w: Path, task: str | None = None) -> None:
+    """An ONNX file that is a model ``AutoBackend`` can run for ``task``: a valid ONNX protobuf (``onnx.load`` and
+    ``onnx.checker``, nothing is run) with one image input ``(batch, 3, height, width)`` and, for a detector, a first
+    output ``(batch, 4 + nc, anchors)`` (or YOLOv5's ``(batch, anchors, 5 + nc)``), for a classifier ``(batch, nc)``."""
+    if w.is_dir():
+        raise CheckpointError(f"{w}: is a folder, not an ONNX model; {_reexport(w, 'onnx')}")
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:
+        raise CheckpointError(f"{w}: reading ONNX models needs the 'onnx' package: pip install onnx") from None
+    if w.stat().st_size == 0:
+        raise CheckpointError(f"{w}: not an ONNX model (an empty file, 0 bytes); {_reexport(w, 'onnx')}")
+    try:
+        model = onnx.load(str(w), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, ValueError, OSError, RuntimeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{w}: not an ONNX model ({describe_file(w, by_suffix=False)}: {why}); "
+                              f"{_reexport(w, 'onnx')}") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    declared = meta.get("task")
+    kinds = {"detect": "detector", "classify": "classifier"}
+    if task and declared and declared != task:
+        use = "classify/predict.py or classify/val.py" if declared == "classify" else "detect.py or val.py"
+        raise CheckpointError(f"{w}: a {kinds.get(declared, declared)} export (its metadata says task '{declared}'), "
+                              f"but this script runs {kinds.get(task, task)}s; use it with {use}")
+    task = declared or task or "detect"
+    kind = "classifier" if task == "classify" else "detector"
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [(i.name, _dims(i)) for i in model.graph.input if i.name not in inits]
+    outputs = [(o.name, _dims(o)) for o in model.graph.output]
+    found = f"not an ONNX {kind} export: input(s) {_shapes(inputs)}, output(s) {_shapes(outputs)}"
+    if len(inputs) != 1 or not _fits(inputs[0][1], [None, _int_meta(meta, "channels") or 3, None, None]):
+        raise CheckpointError(f"{w}: {found}; expected one image input (batch, 3, height, width); "
+                              f"{_reexport(w, 'onnx')}")
+    nc = _nc_of(meta.get("names"))
+    out = outputs[0][1] if outputs else None
+    if task == "classify":
+        ok, want = _fits(out, [None, nc]), f"(batch, {nc if nc else 'classes'})"
+    else:
+        if nc:  # ours (batch, 4 + nc, anchors) or YOLOv5's (batch, anchors, 5 + nc)
+            ok = _fits(out, [None, 4 + nc, None]) or _fits(out, [None, None, 5 + nc])
+        else:
+            ok = _fits(out, [None, None, None]) and any(isinstance(d, str) or d >= 5 for d in out[1:])
+        c = f"{4 + nc} = 4 + {nc} classes" if nc else "4 + classes"
+        want = f"(batch, {c}, anchors) (or YOLOv5's (batch, anchors, {5 + nc if nc else '5 + classes'}))"
+    if not ok:
+        raise CheckpointError(f"{w}: {found}; expected a {kind}'s output {want}; {_reexport(w, 'onnx')}")
+
+
+def _dims(value_info: Any) -> list[int | str] | None:
+    """The shape of an ONNX graph input/output: ints, names of symbolic dimensions ('batch'), or None if unknown."""
+    t = value_info.type.tensor_type
+    if not value_info.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def _fits(dims: list | None, want: list[int | None]) -> bool:
+    """Whether a shape has the rank of ``want`` and its given sizes (symbolic dimensions fit any size)."""
+    return dims is not None and len(dims) == len(want) and all(
+        v is None or isinstance(d, str) or d == v for d, v in zip(dims, want))
+
+
+def _shapes(named: list[tuple[str, list | None]]) -> str:
+    if not named:
+        return "none"
+    return ", ".join(f"'{n}' ({', '.join(map(str, d))})" if d is not None else f"'{n}' (unknown shape)"
+                     for n, d in named)
+
+
+def _int_meta(meta: dict, key: str) -> int | None:
+    try:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def _nc_of(names: str | None) -> int | None:
+    """The class count of an export's ``names`` metadata (a dict or list literal), or None."""
+    import ast
+
+    try:
+        value = ast.literal_eval(names) if isinstance(names, str) else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return len(value) if isinstance(value, (dict, list)) and value else None
+
+
+def check_openvino(w: Path) -> None:
+    """An OpenVINO folder that holds what ``AutoBackend`` reads: one ``.xml`` (the graph), its ``.bin`` (the weights)
+    and ``metadata.yaml`` (names, stride, image size); files are checked, not run."""
+    xmls = sorted(w.glob("*.xml"))
+    if not xmls:
+        found = ", ".join(sorted(f.name for f in w.iterdir())) or "nothing"
+        raise CheckpointError(f"{w}: OpenVINO folder without its model .xml file (found {found}); "
+                              f"{_reexport(w, 'openvino')}")
+    if len(xmls) > 1:
+        raise CheckpointError(f"{w}: OpenVINO folder with {len(xmls)} .xml files ({', '.join(f.name for f in xmls)}); "
+                              f"keep the one export.py wrote")
+    yolov5 = xmls[0].with_suffix(".yaml").is_file()  # the original YOLOv5's export keeps its metadata in <name>.yaml
+    for f, what in ((xmls[0].with_suffix(".bin"), "weights"), (w / "metadata.yaml", "metadata")):
+        if not f.is_file() and not (yolov5 and what == "metadata"):
+            raise CheckpointError(f"{w}: OpenVINO folder without {f.name} (its {what}); copy the whole folder "
+                                  f"export.py wrote, or {_reexport(w, 'openvino')}")
+    if xmls[0].with_suffix(".bin").stat().st_size == 0:
+        raise CheckpointError(f"{w}: {xmls[0].with_suffix('.bin').name} is empty (0 bytes); copy the whole folder "
+                              f"again, or {_reexport(w, 'openvino')}")
+
+
 def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: bool = False, fuse: bool = True,
-                 verbose: bool = False):
+                 verbose: bool = False, task: str | None = None):
     """An Ultralytics ``AutoBackend`` for any supported format: ``.pt`` (ours or official) through ``load_model``,
     exports (``.torchscript``, ``.onnx``, ``*_openvino_model/``) with names/stride from their metadata.
 
     ``backend(im)`` returns the ``(bs, 4 + nc, N)`` predictions (for ``.pt`` as the first element of a list).
+    Exports are checked first (``check_export_format``; ``task``: what the caller runs, ``None`` for either).
     """
     from ultralytics.nn.autobackend import AutoBackend
 
@@ -571,7 +696,7 @@ def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: 
     device = torch.device(device) if isinstance(device, str) else device
     if w.suffix == ".pt":
         return AutoBackend(load_model(w, device, fuse=False), device=device, fp16=half, fuse=fuse, verbose=verbose)
-    check_export_format(w)
+    check_export_format(w, task)
     try:
         return AutoBackend(str(w), device=device, fp16=half, verbose=verbose)
     except ImportError as e:
