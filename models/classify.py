@@ -35,7 +35,17 @@ from ultralytics.utils.torch_utils import initialize_weights  # noqa: E402
 
 from models.attention import ATTENTION, build_attention  # noqa: E402
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
-from models.yolo import Model, ModelYAMLError, read_row, resolve_cfg  # noqa: E402
+from models.yolo import (  # noqa: E402
+    MAX_CLASSES,
+    Model,
+    ModelYAMLError,
+    _is_int,
+    check_layer_size,
+    check_multiples,
+    check_size_keys,
+    read_row,
+    resolve_cfg,
+)
 from utils import offline  # noqa: E402,F401  (keeps the engine offline before it is imported)
 
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "backbone", "head")
@@ -212,13 +222,17 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
     where_file = d.get("yaml_file") or "model YAML"
     nc, gd, gw = d["nc"], d["depth_multiple"], d["width_multiple"]
     names = {"nc": nc}
+    rows = list(d["backbone"]) + list(d["head"])
+    check_size_keys(d, where_file)
+    check_multiples(d, where_file, rows)
     if verbose:
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
-    layers, save, c2 = [], [], ch[-1]
-    rows = list(d["backbone"]) + list(d["head"])
+    # every row's arguments and size first, so that a layer too large fails before any layer is built
+    layer_specs, c2 = [], ch[-1]
     for i, row in enumerate(rows):
-        f, froms, n, m, args, where = read_row(row, i, where_file, MODULES, names)
-        n = max(round(n * gd), 1) if n > 1 else n
+        f, froms, n_yaml, m, args, where = read_row(row, i, where_file, MODULES, names)
+        n = max(round(n_yaml * gd), 1) if n_yaml > 1 else n_yaml
+        check_layer_size(where, row[2], n, n_yaml, gd)
         shown = list(args)  # the layer table lists the YAML's arguments
         try:
             c1 = sum(ch[x] for x in froms) if m in HEADS.values() else ch[f if isinstance(f, int) else froms[0]]
@@ -237,8 +251,22 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
                 c2, args = c1, [c1, *args]
             else:
                 c2 = c1
-            if m in STAGE_BLOCKS and n > 1:  # the first block strides and changes width, the rest keep both
-                rest = [c2, c2, 1, *args[3:]]
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise ModelYAMLError(f"{where}: {e}") from e
+        if m in HEADS.values() and _is_int(c2) and c2 > MAX_CLASSES:
+            raise ModelYAMLError(f"{where}: {m.__name__} would have {c2:,} outputs, more than {MAX_CLASSES:,} "
+                                 f"classes; check nc")
+        check_layer_size(where, row[2], n, n_yaml, gd, None if m in HEADS.values() else c2, args, m, c1)
+        rest = [c2, c2, 1, *args[3:]] if m in STAGE_BLOCKS and n > 1 else None
+        if rest:
+            check_layer_size(where, row[2], n, n_yaml, gd, c2, rest, m, c2)
+        layer_specs.append((i, f, froms, n, m, args, rest, where, shown))
+        ch = [c2] if i == 0 else [*ch, c2]
+
+    layers, save = [], []
+    for i, f, froms, n, m, args, rest, where, shown in layer_specs:
+        try:
+            if rest:  # a stage: the first block strides and changes width, the rest keep both
                 m_ = nn.Sequential(m(*args), *(m(*rest) for _ in range(n - 1)))
             else:
                 m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
@@ -251,7 +279,6 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
             LOGGER.info(f"{i:>3}{str(f):>18}{n:>3}{m_.np:10.0f}  {m_.type:<40}{str(shown):<30}")
         save.extend(x % i for x in froms if x != -1)
         layers.append(m_)
-        ch = [c2] if i == 0 else [*ch, c2]
     if not isinstance(layers[-1], tuple(HEADS.values())):
         raise ModelYAMLError(f"{where_file}: the last layer must be a classification head "
                              f"({', '.join(HEADS)}), got {type(layers[-1]).__name__}")

@@ -582,6 +582,87 @@ def _layer_args(m: type[nn.Module], args: list, c_in: list[int], n: int, gw: flo
 
 ANCHORS_EXAMPLE = "[[10,13, 16,30, 33,23], [30,61, 62,45, 59,119], [116,90, 156,198, 373,326]]"
 
+# Size limits: a slip such as 'depth_multiple: 1000' must fail at once instead of building a model of billions of
+# parameters. Every YAML of this repository and every official YOLOv5, hub and EMA-paper YAML lies far inside them: the
+# largest multiples are yolov5x's (depth 1.33, width 1.25), the most repeats of one row 23 (ResNet-101's third stage;
+# ResNet-1001, the deepest bottleneck ResNet published, has 111), the widest layer 2048 channels (ResNet's last stage;
+# yolov5x: 1280), the largest kernel 7 (ResNet's stem; large-kernel CNNs such as RepLKNet/SLaK use 31-51), the most
+# classes 21,843 (ImageNet-21k) and the most anchors per level 3 (forks use up to 9).
+MAX_MULTIPLE = 10  # depth_multiple, width_multiple: 7.5x yolov5x's
+MAX_REPEATS = 128  # number x depth_multiple of one row
+MAX_CHANNELS = 16384  # channels of any layer (input ch, outputs, hidden widths, Detect's na x (nc + 5) outputs)
+MAX_KERNEL = 64  # Conv/Focus kernel size
+MAX_CLASSES = 100_000  # nc
+MAX_ANCHORS = 100  # anchors per detection level
+# Constructor arguments that set a block's hidden width: name -> width from (input, output channels, value)
+HIDDEN_WIDTH: dict[str, Callable[[int, int, float], float]] = {
+    "e": lambda c1, c2, v: c2 * v,  # C3, Bottleneck, CrossConv... expansion
+    "t": lambda c1, c2, v: c1 * v,  # InvertedResidual expansion
+}
+
+
+def check_multiples(d: dict, where: str, rows: list | None = None) -> None:
+    """``depth_multiple`` and ``width_multiple``: positive numbers, at most ``MAX_MULTIPLE``; an excessive one is named
+    with the first layer it would blow up."""
+    for key in ("depth_multiple", "width_multiple"):
+        v = d[key]
+        if not _is_number(v) or v <= 0:
+            raise ModelYAMLError(f"{where}: {key}: {v!r} must be a positive number (yolov5s: depth_multiple "
+                                 f"0.33, width_multiple 0.50)")
+        if v > MAX_MULTIPLE:
+            raise ModelYAMLError(f"{where}: {key}: {v!r} is more than {MAX_MULTIPLE}, the largest multiple a model "
+                                 f"may have (yolov5x: depth_multiple 1.33, width_multiple 1.25)"
+                                 f"{_multiple_effect(key, v, rows or [])}; check the YAML's {key}")
+
+
+def _multiple_effect(key: str, v: float, rows: list) -> str:
+    """'; layer 2 (C3) would ...': what the excessive multiple does to the first layer it scales."""
+    for i, row in enumerate(rows):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            continue
+        _, n, name, args = row
+        args = args if isinstance(args, (list, tuple)) else [args]
+        if key == "depth_multiple" and _is_int(n) and n > 1:
+            return f"; layer {i} ({name}) would repeat {max(round(n * v), 1):,} times instead of {n}"
+        if key == "width_multiple" and args and _is_int(args[0]) and name not in ("Detect", "Classify", "LinearHead"):
+            return f"; layer {i} ({name}) would have {make_divisible(args[0] * v, 8):,} channels instead of {args[0]}"
+    return ""
+
+
+def check_layer_size(where: str, name: str, n: int, n_yaml: int, gd: float, c2: int | None = None,
+                     args: list | None = None, m: type[nn.Module] | None = None, c1: int | None = None) -> None:
+    """One layer's size, before it is built: its repeats, output channels and hidden width within the limits."""
+    if n > MAX_REPEATS:
+        raise ModelYAMLError(f"{where}: {name} would repeat {n:,} times (number {n_yaml} x depth_multiple {gd}), "
+                             f"more than {MAX_REPEATS}; lower the row's number or depth_multiple")
+    if c2 is not None and _is_int(c2) and c2 > MAX_CHANNELS:
+        raise ModelYAMLError(f"{where}: {name} would have {c2:,} output channels, more than {MAX_CHANNELS:,}; "
+                             f"lower its channel argument or width_multiple")
+    if m is None or args is None or c1 is None:
+        return
+    try:
+        bound = inspect.signature(m).bind_partial(*args).arguments
+    except (TypeError, ValueError):
+        return  # the wrong arguments are reported when the layer is built
+    if m in (Conv, Focus) and "k" in bound:
+        k = bound["k"]
+        if any(_is_int(x) and x > MAX_KERNEL for x in (k if isinstance(k, (list, tuple)) else [k])):
+            raise ModelYAMLError(f"{where}: {name} kernel {k!r} is larger than {MAX_KERNEL}; check its kernel argument")
+    for key, width in HIDDEN_WIDTH.items():
+        v = bound.get(key)
+        if _is_number(v) and _is_int(c2) and width(c1, c2, v) > MAX_CHANNELS:
+            raise ModelYAMLError(f"{where}: {name} would have {int(width(c1, c2, v)):,} hidden channels ({key}={v} "
+                                 f"with {c1} input and {c2} output channels), more than {MAX_CHANNELS:,}; check its "
+                                 f"'{key}' argument")
+
+
+def check_size_keys(d: dict, where: str) -> None:
+    """``nc`` and ``ch`` within the limits (their type is checked by the caller)."""
+    for key, limit, what in (("nc", MAX_CLASSES, "classes"), ("ch", MAX_CHANNELS, "input channels")):
+        v = d.get(key)
+        if _is_int(v) and v > limit:
+            raise ModelYAMLError(f"{where}: {key}: {v:,} is more than {limit:,} {what}; check the YAML's {key}")
+
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -597,10 +678,10 @@ def check_model_dict(d: dict, where: str) -> None:
     for key, what in (("nc", "the number of classes"), ("ch", "input channels, 3 for RGB")):
         if key in d and (not _is_int(d[key]) or d[key] < 1):
             raise ModelYAMLError(f"{where}: {key}: {d[key]!r} must be a positive integer ({what})")
-    for key in ("depth_multiple", "width_multiple"):
-        if not _is_number(d[key]) or d[key] <= 0:
-            raise ModelYAMLError(f"{where}: {key}: {d[key]!r} must be a positive number (yolov5s: depth_multiple "
-                                 f"0.33, width_multiple 0.50)")
+    check_size_keys(d, where)
+    rows = [*(d["backbone"] if isinstance(d["backbone"], list) else []),
+            *(d["head"] if isinstance(d["head"], list) else [])]
+    check_multiples(d, where, rows)
     check_anchors(d["anchors"], f"{where}: anchors")
     for key in ("backbone", "head"):
         if not isinstance(d[key], list):
@@ -636,6 +717,8 @@ def check_anchors(anchors, where: str) -> None:
         if anchors < 1:
             raise ModelYAMLError(f"{where}: {anchors} must be a positive number of anchors per level (or one row of "
                                  f"w,h pairs per level, e.g. {ANCHORS_EXAMPLE})")
+        if anchors > MAX_ANCHORS:
+            raise ModelYAMLError(f"{where}: {anchors:,} anchors per level is more than {MAX_ANCHORS} (YOLOv5 uses 3)")
         return
     if not (isinstance(anchors, (list, tuple)) and anchors and all(isinstance(r, (list, tuple)) for r in anchors)):
         raise ModelYAMLError(f"{where}: expected one row of w,h pixel pairs per detection level, e.g. "
@@ -644,6 +727,9 @@ def check_anchors(anchors, where: str) -> None:
         if not row or len(row) % 2:
             raise ModelYAMLError(f"{where}: row {j} has {len(row)} values; each anchor is a w,h pair, so a row needs "
                                  f"an even number of values")
+        if len(row) > 2 * MAX_ANCHORS:
+            raise ModelYAMLError(f"{where}: row {j} has {len(row) // 2:,} anchors, more than {MAX_ANCHORS} per level "
+                                 f"(YOLOv5 uses 3)")
         if len(row) != len(anchors[0]):
             raise ModelYAMLError(f"{where}: row {j} has {len(row)} values ({len(row) // 2} anchors) but row 1 has "
                                  f"{len(anchors[0])} ({len(anchors[0]) // 2}); every level needs the same number of "
@@ -722,23 +808,42 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         if act is not None:
             LOGGER.info(f"activation: {d['activation']}")
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
-    layers, save, c2 = [], [], ch[-1]
-    rows = list(d["backbone"]) + list(d["head"])
-    for i, row in enumerate(rows):
-        f, froms, n, m, args, where = read_row(row, i, where_file, blocks.modules, names)
-        m_name = row[2]
-        n = max(round(n * gd), 1) if n > 1 else n
-        n_ = n
+    if no > MAX_CHANNELS:
+        raise ModelYAMLError(f"{where_file}: Detect would have {na} anchors x ({nc} classes + 5) = {no:,} output "
+                             f"channels per level, more than {MAX_CHANNELS:,}; check nc and anchors")
 
+    def failed(e: Exception, where: str, m_name) -> ModelYAMLError:
+        hint = f"; {PAPER_HINT}" if "blocks" not in d and m_name in pb.PAPER_BLOCKS else ""
+        return ModelYAMLError(f"{where}: {e}{hint}")
+
+    # every row's arguments and size first, so that a layer too large or wrong fails before any layer is built
+    layer_specs, c2 = [], ch[-1]
+    for i, row in enumerate(list(d["backbone"]) + list(d["head"])):
+        f, froms, n_yaml, m, args, where = read_row(row, i, where_file, blocks.modules, names)
+        n = max(round(n_yaml * gd), 1) if n_yaml > 1 else n_yaml
+        check_layer_size(where, row[2], n, n_yaml, gd)
+        c_in = [ch[x] for x in froms]
         try:
-            args, c2, n = _layer_args(m, args, [ch[x] for x in froms], n, gw, ch_mul, no, blocks)
+            args, c2, n_build = _layer_args(m, args, c_in, n, gw, ch_mul, no, blocks)
+        except ModelYAMLError:
+            raise
+        except (ValueError, TypeError, IndexError, AssertionError) as e:
+            raise failed(e, where, row[2]) from e
+        check_layer_size(where, row[2], n, n_yaml, gd, c2, args, m, c_in[0])
+        layer_specs.append((i, f, froms, n, n_build, m, args, where, row[2]))
+        if i == 0:
+            ch = []
+        ch.append(c2)
+
+    layers, save = [], []
+    for i, f, froms, n_, n, m, args, where, m_name in layer_specs:
+        try:
             with default_activation(act):
                 m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
         except ModelYAMLError:
             raise
         except (ValueError, TypeError, IndexError, AssertionError) as e:
-            hint = f"; {PAPER_HINT}" if "blocks" not in d and m_name in pb.PAPER_BLOCKS else ""
-            raise ModelYAMLError(f"{where}: {e}{hint}") from e
+            raise failed(e, where, m_name) from e
 
         m_.i, m_.f = i, f
         m_.type = f"nn.{m.__name__}" if m.__module__.startswith("torch.nn") else m.__name__
@@ -747,9 +852,6 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
             LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {m_.type:<40}{str(args):<30}")
         save.extend(x % i for x in froms if x != -1)
         layers.append(m_)
-        if i == 0:
-            ch = []
-        ch.append(c2)
     return nn.Sequential(*layers), sorted(set(save))
 
 

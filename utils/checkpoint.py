@@ -229,6 +229,33 @@ _MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF
           (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a plain Python pickle"))
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header (torch.save's default format since torch 1.6)
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # torch.save's pre-1.6 format: a pickled magic number
+TRUNCATED_HELP = "the file was cut short (an interrupted copy or save?); copy it again"
+
+
+def _truncated_zip(p: Path, head: bytes) -> str | None:
+    """'PyTorch checkpoint' or 'zip archive' for a file that starts as a zip but whose central directory (written
+    last) is missing; else ``None``."""
+    if not head.startswith(ZIP_MAGIC) or zipfile.is_zipfile(p):
+        return None
+    n = int.from_bytes(head[26:28], "little") if len(head) >= 30 else 0
+    first = head[30:30 + n]  # the first member's name: torch.save writes '<name>/data.pkl' first
+    torch_save = first.endswith(b"data.pkl") or (len(first) < max(n, 1) and p.suffix.lower() in (".pt", ".pth"))
+    return "PyTorch checkpoint" if torch_save else "zip archive"
+
+
+def _truncated_pickle(head: bytes, e: BaseException) -> str | None:
+    """'PyTorch checkpoint' (legacy format) or 'Python pickle' when ``e`` says the pickle stream ended early."""
+    ended = isinstance(e, EOFError) or (isinstance(e, pickle.UnpicklingError) and "truncated" in str(e)) or (
+        isinstance(e, RuntimeError) and "unexpected EOF" in str(e))
+    if not ended:
+        return None
+    if head.startswith(LEGACY_MAGIC):
+        return "PyTorch checkpoint"
+    return "Python pickle" if head.startswith(b"\x80") else None
+
+
 def _is_torchscript(p: Path) -> bool:
     if not zipfile.is_zipfile(p):
         return False
@@ -236,8 +263,10 @@ def _is_torchscript(p: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def describe_file(path: str | Path) -> str:
-    """What a file that is not a checkpoint is, in words: 'an empty file', 'a JPEG image', 'a text file ("hello")'..."""
+def describe_file(path: str | Path, by_suffix: bool = True) -> str:
+    """What a file that is not a checkpoint is, in words: 'an empty file', 'a JPEG image', 'a text file ("hello")'...
+
+    ``by_suffix``: call an unrecognised file with an export's suffix (``.onnx``...) an export."""
     p = Path(path)
     size = p.stat().st_size
     if size == 0:
@@ -252,12 +281,15 @@ def describe_file(path: str | Path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "a torch.save() archive"
         return f"a zip archive of {len(names)} file(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+    truncated = _truncated_zip(p, head)
+    if truncated:
+        return f"a truncated {truncated} ({size:,} bytes; {TRUNCATED_HELP})"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "a WebP image"
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return what
-    if p.suffix.lower() in {".onnx", ".engine", ".torchscript", ".xml"}:
+    if by_suffix and p.suffix.lower() in {".onnx", ".engine", ".torchscript", ".xml"}:
         return f"a {p.suffix[1:]} file (an export: pass it to detect.py/val.py as it is)"
     try:
         text = head.decode("utf-8")
@@ -282,6 +314,12 @@ def _raw_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         return torch.load(p, map_location=map_location, pickle_module=safe_pickle, weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError,
             IndexError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as e:
+        with open(p, "rb") as f:
+            head = f.read(512)
+        truncated = _truncated_zip(p, head) or _truncated_pickle(head, e)
+        if truncated:
+            raise CheckpointError(f"{p}: truncated {truncated} ({p.stat().st_size:,} bytes): {TRUNCATED_HELP}"
+                                  ) from None
         what = describe_file(p)
         if what.startswith(("a plain Python pickle", "a torch.save", f"{p.stat().st_size} bytes")):  # say what failed
             what += f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
@@ -361,11 +399,7 @@ def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -
         except Exception as e:
             raise CheckpointError(f"{source}: its classifier config cannot be built ({type(e).__name__}: {e}); "
                                   f"{CHECKPOINT_HELP}") from None
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
-                                  f"{str(e).splitlines()[0]} ...") from None
+        _load_fitting(model, sd, source)
         return model
     first = block_set_of(cfg).name
     names = [cfg["blocks"]] if "blocks" in cfg else [first, *(n for n in BLOCK_SETS if n != first)]
@@ -379,12 +413,47 @@ def _model_fitting(cfg: dict, sd: dict[str, torch.Tensor], source: str | Path) -
                                       f"repository can build ({type(e).__name__}: {e}); {CHECKPOINT_HELP}") from None
             continue
         try:
+            return _load_fitting(model, sd, source)
+        except CheckpointError as e:
+            error = error or e
+    raise error
+
+
+MISFIT_HELP = ("the file was edited, or its weights come from another model than its config; use the checkpoint "
+               "train.py saved (or train again from the YAML)")
+
+
+def _misfit(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
+    """How ``sd`` fails to fit ``model`` (``None`` when it fits): the first tensor of another shape, with both shapes,
+    then missing and unexpected keys, each with a count of the others."""
+    own = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
+             if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    parts = []
+    if wrong:
+        k, got, want = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensor(s) of another shape)" if len(wrong) > 1 else ""
+        parts.append(f"'{k}' has shape {got} in the checkpoint but {want} in the model{more}")
+    for keys, what in ((missing, "missing from the checkpoint"), (unexpected, "not in the model")):
+        if keys:
+            more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+            parts.append(f"'{keys[0]}'{more} {what}")
+    return "; ".join(parts) or None
+
+
+def _load_fitting(model: nn.Module, sd: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
+    """``model`` with ``sd`` loaded (``strict=True``), or a ``CheckpointError`` naming the key and both shapes."""
+    problem = _misfit(model, sd)
+    if problem is None:
+        try:
             model.load_state_dict(sd, strict=True)
             return model
-        except RuntimeError as e:
-            error = error or e
-    raise CheckpointError(f"{source}: weights do not fit the model built from its own config: "
-                          f"{str(error).splitlines()[0]} ...") from None
+        except RuntimeError as e:  # e.g. a tensor that is no tensor
+            problem = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+    raise CheckpointError(f"{source}: weights do not fit the model built from its own config: {problem}; "
+                          f"{MISFIT_HELP}")
 
 
 def _reset_grids(head: Detect) -> None:
@@ -476,27 +545,150 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bo
 EXPORT_SUFFIXES = (".torchscript", ".onnx", ".engine")
 
 
-def check_export_format(w: str | Path) -> Path:
+def check_export_format(w: str | Path, task: str | None = None) -> Path:
     """An exported model (``.torchscript``, ``.onnx``, ``.engine``, ``*_openvino_model/``) that exists; else an error.
 
     Only these formats reach the engine's ``AutoBackend``: its other formats (TensorFlow, PaddlePaddle, CoreML...)
-    would make it import, and try to install, packages this project does not use.
+    would make it import, and try to install, packages this project does not use. ONNX files and OpenVINO folders are
+    checked further without running them (``check_onnx``, ``check_openvino``); ``task`` (``detect``/``classify``) is
+    what the caller runs, ``None`` for either (the export's metadata tells, else a detector is expected).
     """
     w = Path(str(w))
     if not w.exists():
         raise FileNotFoundError(f"weights '{w}' not found")
-    if w.suffix not in EXPORT_SUFFIXES and not (w.is_dir() and w.name.endswith("_openvino_model")):
+    openvino = w.is_dir() and w.name.endswith("_openvino_model")
+    if w.suffix not in EXPORT_SUFFIXES and not openvino:
         raise CheckpointError(f"{w}: unsupported weights format; use a .pt checkpoint, or an export from export.py "
                               f"(.torchscript, .onnx, *_openvino_model/ folder, .engine)")
+    if openvino:
+        check_openvino(w)
+    elif w.suffix == ".onnx":
+        check_onnx(w, task)
     return w
 
 
+def _reexport(w: Path, fmt: str) -> str:
+    return f"export one with python export.py --weights {w.stem.removesuffix('_openvino_model')}.pt --include {fmt}"
+
+
+def check_onnx(w: Path, task: str | None = None) -> None:
+    """An ONNX file that is a model ``AutoBackend`` can run for ``task``: a valid ONNX protobuf (``onnx.load`` and
+    ``onnx.checker``, nothing is run) with one image input ``(batch, 3, height, width)`` and, for a detector, a first
+    output ``(batch, 4 + nc, anchors)`` (or YOLOv5's ``(batch, anchors, 5 + nc)``), for a classifier ``(batch, nc)``."""
+    if w.is_dir():
+        raise CheckpointError(f"{w}: is a folder, not an ONNX model; {_reexport(w, 'onnx')}")
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:
+        raise CheckpointError(f"{w}: reading ONNX models needs the 'onnx' package: pip install onnx") from None
+    if w.stat().st_size == 0:
+        raise CheckpointError(f"{w}: not an ONNX model (an empty file, 0 bytes); {_reexport(w, 'onnx')}")
+    try:
+        model = onnx.load(str(w), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, ValueError, OSError, RuntimeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{w}: not an ONNX model ({describe_file(w, by_suffix=False)}: {why}); "
+                              f"{_reexport(w, 'onnx')}") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    declared = meta.get("task")
+    kinds = {"detect": "detector", "classify": "classifier"}
+    if task and declared and declared != task:
+        use = "classify/predict.py or classify/val.py" if declared == "classify" else "detect.py or val.py"
+        raise CheckpointError(f"{w}: a {kinds.get(declared, declared)} export (its metadata says task '{declared}'), "
+                              f"but this script runs {kinds.get(task, task)}s; use it with {use}")
+    task = declared or task or "detect"
+    kind = "classifier" if task == "classify" else "detector"
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [(i.name, _dims(i)) for i in model.graph.input if i.name not in inits]
+    outputs = [(o.name, _dims(o)) for o in model.graph.output]
+    found = f"not an ONNX {kind} export: input(s) {_shapes(inputs)}, output(s) {_shapes(outputs)}"
+    if len(inputs) != 1 or not _fits(inputs[0][1], [None, _int_meta(meta, "channels") or 3, None, None]):
+        raise CheckpointError(f"{w}: {found}; expected one image input (batch, 3, height, width); "
+                              f"{_reexport(w, 'onnx')}")
+    nc = _nc_of(meta.get("names"))
+    out = outputs[0][1] if outputs else None
+    if task == "classify":
+        ok, want = _fits(out, [None, nc]), f"(batch, {nc if nc else 'classes'})"
+    else:
+        if nc:  # ours (batch, 4 + nc, anchors) or YOLOv5's (batch, anchors, 5 + nc)
+            ok = _fits(out, [None, 4 + nc, None]) or _fits(out, [None, None, 5 + nc])
+        else:
+            ok = _fits(out, [None, None, None]) and any(isinstance(d, str) or d >= 5 for d in out[1:])
+        c = f"{4 + nc} = 4 + {nc} classes" if nc else "4 + classes"
+        want = f"(batch, {c}, anchors) (or YOLOv5's (batch, anchors, {5 + nc if nc else '5 + classes'}))"
+    if not ok:
+        raise CheckpointError(f"{w}: {found}; expected a {kind}'s output {want}; {_reexport(w, 'onnx')}")
+
+
+def _dims(value_info: Any) -> list[int | str] | None:
+    """The shape of an ONNX graph input/output: ints, names of symbolic dimensions ('batch'), or None if unknown."""
+    t = value_info.type.tensor_type
+    if not value_info.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def _fits(dims: list | None, want: list[int | None]) -> bool:
+    """Whether a shape has the rank of ``want`` and its given sizes (symbolic dimensions fit any size)."""
+    return dims is not None and len(dims) == len(want) and all(
+        v is None or isinstance(d, str) or d == v for d, v in zip(dims, want))
+
+
+def _shapes(named: list[tuple[str, list | None]]) -> str:
+    if not named:
+        return "none"
+    return ", ".join(f"'{n}' ({', '.join(map(str, d))})" if d is not None else f"'{n}' (unknown shape)"
+                     for n, d in named)
+
+
+def _int_meta(meta: dict, key: str) -> int | None:
+    try:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def _nc_of(names: str | None) -> int | None:
+    """The class count of an export's ``names`` metadata (a dict or list literal), or None."""
+    import ast
+
+    try:
+        value = ast.literal_eval(names) if isinstance(names, str) else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return len(value) if isinstance(value, (dict, list)) and value else None
+
+
+def check_openvino(w: Path) -> None:
+    """An OpenVINO folder that holds what ``AutoBackend`` reads: one ``.xml`` (the graph), its ``.bin`` (the weights)
+    and ``metadata.yaml`` (names, stride, image size); files are checked, not run."""
+    xmls = sorted(w.glob("*.xml"))
+    if not xmls:
+        found = ", ".join(sorted(f.name for f in w.iterdir())) or "nothing"
+        raise CheckpointError(f"{w}: OpenVINO folder without its model .xml file (found {found}); "
+                              f"{_reexport(w, 'openvino')}")
+    if len(xmls) > 1:
+        raise CheckpointError(f"{w}: OpenVINO folder with {len(xmls)} .xml files ({', '.join(f.name for f in xmls)}); "
+                              f"keep the one export.py wrote")
+    yolov5 = xmls[0].with_suffix(".yaml").is_file()  # the original YOLOv5's export keeps its metadata in <name>.yaml
+    for f, what in ((xmls[0].with_suffix(".bin"), "weights"), (w / "metadata.yaml", "metadata")):
+        if not f.is_file() and not (yolov5 and what == "metadata"):
+            raise CheckpointError(f"{w}: OpenVINO folder without {f.name} (its {what}); copy the whole folder "
+                                  f"export.py wrote, or {_reexport(w, 'openvino')}")
+    if xmls[0].with_suffix(".bin").stat().st_size == 0:
+        raise CheckpointError(f"{w}: {xmls[0].with_suffix('.bin').name} is empty (0 bytes); copy the whole folder "
+                              f"again, or {_reexport(w, 'openvino')}")
+
+
 def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: bool = False, fuse: bool = True,
-                 verbose: bool = False):
+                 verbose: bool = False, task: str | None = None):
     """An Ultralytics ``AutoBackend`` for any supported format: ``.pt`` (ours or official) through ``load_model``,
     exports (``.torchscript``, ``.onnx``, ``*_openvino_model/``) with names/stride from their metadata.
 
     ``backend(im)`` returns the ``(bs, 4 + nc, N)`` predictions (for ``.pt`` as the first element of a list).
+    Exports are checked first (``check_export_format``; ``task``: what the caller runs, ``None`` for either).
     """
     from ultralytics.nn.autobackend import AutoBackend
 
@@ -504,7 +696,7 @@ def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: 
     device = torch.device(device) if isinstance(device, str) else device
     if w.suffix == ".pt":
         return AutoBackend(load_model(w, device, fuse=False), device=device, fp16=half, fuse=fuse, verbose=verbose)
-    check_export_format(w)
+    check_export_format(w, task)
     try:
         return AutoBackend(str(w), device=device, fp16=half, verbose=verbose)
     except ImportError as e:

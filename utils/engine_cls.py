@@ -135,7 +135,9 @@ def load_classifier(weights: str | Path) -> tuple[object, int | None]:
         return model.float().eval(), int(imgsz) if isinstance(imgsz, int) else None
     if not w.exists():
         raise FileNotFoundError(f"--weights {w}: file or folder not found")
-    return str(w), None
+    from utils.checkpoint import check_export_format
+
+    return str(check_export_format(w, task="classify")), None
 
 
 class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):

@@ -350,8 +350,11 @@ def check_export(fmt: str, f: Path, check_im: torch.Tensor, reference: torch.Ten
 def export_model(model: nn.Module, weights: str | Path, include: list[str] | tuple[str, ...] = ("onnx",),
                  imgsz: list[int] | tuple[int, ...] = (640, 640), batch_size: int = 1, dynamic: bool = False,
                  simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
-                 check: bool = True, data: str | Path = "data/shapes.yaml", calib_images: int = 300) -> dict[str, dict]:
+                 check: bool = True, data: str | Path = "data/shapes.yaml", calib_images: int = 300,
+                 save_dir: str | Path | None = None) -> dict[str, dict]:
     """Export an in-memory model (our ``Model`` in eval mode, any device) as if it had been loaded from ``weights``.
+
+    The files are named after ``weights`` and written into ``save_dir`` (default: the folder of ``weights``).
 
     With ``int8``, ``openvino`` and ``onnx`` are quantized after export, calibrated on ``calib_images`` images of
     ``data``'s train split; the check then runs on a calibration image and also reports ``agreement`` (class-score
@@ -399,7 +402,8 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
         check_im = torch.from_numpy(calibration[0]).to(im)  # a real image: random noise says little about INT8
     with torch.no_grad():
         reference = wrapper(check_im).float()
-    job = ExportJob(wrapper, cpu_wrapper, im, weights, metadata, opset, dynamic, simplify, half, calibration)
+    out = Path(save_dir) / weights.name if save_dir is not None else weights
+    job = ExportJob(wrapper, cpu_wrapper, im, out, metadata, opset, dynamic, simplify, half, calibration)
     results: dict[str, dict] = {}
     for fmt in formats:
         t = time.perf_counter()
@@ -426,3 +430,29 @@ def check_options(imgsz: list[int] | tuple[int, ...], batch_size: int, opset: in
     check_number("--batch-size", batch_size, 1)
     check_number("--opset", opset, 7)
     check_number("--calib-images", calib_images, 1)
+
+
+def output_dir(weights: Path, project: str | Path | None = None, name: str | None = None,
+               exist_ok: bool = False) -> Path:
+    """Where ``export.py`` writes: the folder of the weights (YOLOv5's default), or ``--project DIR``; with
+    ``--name NAME`` the folder ``DIR/NAME``, incremented (``NAME2``, ``NAME3``...) unless ``exist_ok``."""
+    from utils.engine import increment_dir
+
+    base = Path(project) if project else weights.parent
+    return increment_dir(base / name, exist_ok) if name else base
+
+
+def check_writable(folder: Path, chosen: bool = True) -> None:
+    """Create ``folder`` if needed and make sure a file can be written in it (os.access alone says yes to root on a
+    read-only file system), else one ``ExportError`` naming the folder. ``chosen``: the user named it (--project)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        what = f"the output folder {folder}" if chosen else f"{folder}, the folder of the weights,"
+        raise ExportError(f"cannot write the exports into {what} ({why}); choose a folder you can write to with "
+                          f"--project DIR (and --name NAME)") from None
