@@ -163,7 +163,7 @@ def load_custom(path: str | Path | nn.Module = "path/to/model.pt", autoshape: bo
             model = load_model(p, device=dev, fuse=autoshape)
         if isinstance(model, ClassificationModel):
             if autoshape:
-                LOGGER.warning("WARNING ⚠️ a classification model: AutoShape is for detectors, so the model itself is "
+                LOGGER.warning("a classification model: AutoShape is for detectors, so the model itself is "
                                "returned; call it on BCHW tensors, e.g. model(torch.zeros(1, 3, 224, 224))")
             return model
         return AutoShape(model, verbose=verbose) if autoshape else model
@@ -378,7 +378,7 @@ class Detections:
             for i in range(self.n):
                 Image.fromarray(self._annotated(i, labels)).show(title=self.files[i])
         except Exception as e:
-            LOGGER.warning(f"WARNING ⚠️ Showing images is not supported in this environment: {e}")
+            LOGGER.warning(f"Showing images is not supported in this environment: {e}")
 
     @staticmethod
     def _run_dir(save_dir: str | Path, exist_ok: bool) -> Path:
