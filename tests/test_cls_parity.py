@@ -14,10 +14,17 @@ run                                        train loss per epoch
 =========================================  ==============================================================
 original YOLOv5 (commit 5081342, no        1.211 1.165 1.023 0.956 0.793 0.599 0.526 0.464
 albumentations, ``--pretrained False``)
-ours with the engine's augmentation        SEE_AUG
+ours with the engine's augmentation        1.304 1.220 1.208 1.216 1.130 1.126 1.128 1.099
 (the old default, now ``--augment``)
-ours, default (no augmentation)            SEE_NOAUG
+ours, default (no augmentation)            1.284 1.170 0.982 0.843 0.670 0.500 0.429 0.378
 =========================================  ==============================================================
+
+The other parts of the recipe were compared with the original's code and are the same: Adam(betas=(0.9, 0.999)) on
+three groups (decay on weights, none on BatchNorm weights and biases), lr0 0.001 linear to 1% stepped per epoch, no
+warmup, label smoothing 0.1, mean cross-entropy, gradient clipping at 10, EMA of the weights (decay 0.9999, tau 2000)
+for validation, no AMP on CPU. The input normalisation differs (the original: ImageNet mean/std; ours: 0-1, as the
+engine's validator, predictor and exports expect); with the first convolution followed by BatchNorm it changed the
+curve no more than a different random stream does (final loss 0.549 with ImageNet mean/std here, 0.378 without).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from utils.engine import HypError
 from utils.engine_cls import ClassifierTrainer, load_cls_hyp
 
 YOLOV5_LOSS = [1.211, 1.165, 1.023, 0.956, 0.793, 0.599, 0.526, 0.464]  # the original's curve (docstring)
-OLD_FINAL = 1.0  # ours with the engine's augmentation ended at SEE_AUG_FINAL
+OLD_FINAL = 1.099  # ours with the engine's augmentation ended at 1.099
 
 
 @pytest.fixture(scope="module")
