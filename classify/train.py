@@ -58,6 +58,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=None, help="label smoothing epsilon (default: recipe; 0.1)")
     p.add_argument("--cutoff", type=int, default=None, help="detection model layer cutoff index for the Classify head")
     p.add_argument("--dropout", type=float, default=None, help="dropout (fraction)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment training images (RandomResizedCrop, flip, colour jitter: YOLOv5's albumentations "
+                        "recipe) instead of resize + centre crop (default: the recipe's; off without one, as YOLOv5 "
+                        "without albumentations)")
     p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
     p.add_argument("--verbose", action="store_true", help="per-class accuracy in the final validation")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
@@ -91,7 +95,7 @@ def engine_overrides(opt: argparse.Namespace) -> dict:
         "seed": opt.seed,
     }
     flags = {"optimizer": opt.optimizer, "lr0": opt.lr0, "weight_decay": opt.decay,
-             "label_smoothing": opt.label_smoothing, "dropout": opt.dropout}
+             "label_smoothing": opt.label_smoothing, "dropout": opt.dropout, "augment": opt.augment}
     out.update({k: v for k, v in flags.items() if v is not None})
     return out
 

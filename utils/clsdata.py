@@ -344,27 +344,32 @@ def render_shape_image(rng: np.random.Generator, cls: int, imgsz: int = 64) -> n
 
 
 def make_shapes_cls_dataset(root: str | Path, n_train: int = 800, n_val: int = 200, imgsz: int = 64,
-                            seed: int = 0) -> Path:
+                            seed: int = 0, classes: int | None = None) -> Path:
     """Write the ``shapes-cls`` dataset: ``root/{train,val}/{circle,rectangle,triangle,star}/NNNNNN.png``, classes
-    balanced (image ``i`` has class ``i % 4``), image ``i`` of a split depending only on ``(seed, split, i)``."""
+    balanced (image ``i`` has class ``i % classes``), image ``i`` of a split depending only on
+    ``(seed, split, i, classes)``; ``classes`` (2-4, default all 4) keeps the first ones of that list."""
     from utils.dataprep import SHAPES_NAMES
 
+    names = SHAPES_NAMES[:classes or len(SHAPES_NAMES)]
+    if not 2 <= len(names) == (classes or len(SHAPES_NAMES)):
+        raise ValueError(f"classes={classes}: shapes-cls has 2 to {len(SHAPES_NAMES)} classes "
+                         f"({', '.join(SHAPES_NAMES)})")
     root = Path(root)
     spec = {"dataset": "shapes-cls", "version": SHAPES_CLS_VERSION, "n_train": n_train, "n_val": n_val,
-            "imgsz": imgsz, "seed": seed, "images": n_train + n_val, "classes": len(SHAPES_NAMES)}
+            "imgsz": imgsz, "seed": seed, "images": n_train + n_val, "classes": len(names)}
     with_manifest = root / MANIFEST
     if with_manifest.is_file() and json.loads(with_manifest.read_text(encoding="utf-8")) == spec:
         return root
 
     def write(work: Path) -> dict:
         for split, n in (("train", n_train), ("val", n_val)):
-            for name in SHAPES_NAMES:
+            for name in names:
                 (work / split / name).mkdir(parents=True)
             for i in range(n):
-                cls = i % len(SHAPES_NAMES)
-                rng = np.random.default_rng([seed, ("train", "val").index(split), i, len(SHAPES_NAMES)])
+                cls = i % len(names)
+                rng = np.random.default_rng([seed, ("train", "val").index(split), i, len(names)])
                 ok, png = cv2.imencode(".png", render_shape_image(rng, cls, imgsz))
-                (work / split / SHAPES_NAMES[cls] / f"{i:06d}.png").write_bytes(png.tobytes())
+                (work / split / names[cls] / f"{i:06d}.png").write_bytes(png.tobytes())
         return spec
 
     return _build(root, write)

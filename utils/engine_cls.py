@@ -42,16 +42,22 @@ ENGINE_NUMBERS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "wa
 # ... and ours: label smoothing of the loss, CIFAR's random crop of a zero-padded image (pixels of padding, 0 = the
 # engine's RandomResizedCrop), the factor of a step schedule.
 OWN_NUMBERS = ("label_smoothing", "crop_padding", "lr_gamma")
+# augment: false (YOLOv5's default, as in a YOLOv5 install without albumentations) trains on the evaluation transform
+# (resize, centre crop, to tensor); true applies the training augmentation of the keys above (RandomResizedCrop of
+# area 1-scale..1, flips, colour jitter, erasing; or CIFAR's padded crop with crop_padding).
+BOOL_KEYS = ("augment",)
 CHOICES = {"optimizer": ("SGD", "Adam", "AdamW", "RMSProp"), "schedule": ("linear", "cosine", "step")}
 # milestones: fractions of the epochs at which a step schedule multiplies the learning rate by lr_gamma
 LIST_KEYS = ("milestones",)
 
-# YOLOv5's classify/train.py defaults (Adam 0.001, decay 5e-5, label smoothing 0.1, linear LR to 1%, no warmup;
-# RandomResizedCrop(0.08-1), flip, colour jitter 0.4, no RandAugment/erasing), for runs without a recipe file.
+# YOLOv5's classify/train.py defaults (Adam 0.001 with betas (0.9, 0.999), decay 5e-5 on weights only, label
+# smoothing 0.1, linear LR to 1%, no warmup), for runs without a recipe file. Its training images get the evaluation
+# transform unless albumentations is installed, so augment is off; with augment on, the values below are the
+# albumentations recipe YOLOv5 then uses: RandomResizedCrop(0.08-1), flip, colour jitter 0.4, no RandAugment/erasing.
 YOLOV5_CLS_HYP: dict[str, Any] = {
     "optimizer": "Adam", "lr0": 0.001, "lrf": 0.01, "momentum": 0.9, "weight_decay": 5e-5, "warmup_epochs": 0.0,
-    "label_smoothing": 0.1, "schedule": "linear", "scale": 0.92, "fliplr": 0.5, "flipud": 0.0, "hsv_h": 0.015,
-    "hsv_s": 0.4, "hsv_v": 0.4, "erasing": 0.0, "crop_padding": 0.0,
+    "label_smoothing": 0.1, "schedule": "linear", "augment": False, "scale": 0.92, "fliplr": 0.5, "flipud": 0.0,
+    "hsv_h": 0.015, "hsv_s": 0.4, "hsv_v": 0.4, "erasing": 0.0, "crop_padding": 0.0,
 }
 ENGINE_DEFAULTS: dict[str, Any] = {"task": "classify", "mode": "train", "name": "exp", "auto_augment": None,
                                    "seed": 0, "deterministic": True, "patience": 100}
@@ -69,7 +75,7 @@ def load_cls_hyp(path: str | Path | dict | None = None) -> dict[str, Any]:
         hyp = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         if not isinstance(hyp, dict):
             raise HypError(f"{where}: expected a mapping of hyperparameter names to values")
-    known = (*ENGINE_NUMBERS, *OWN_NUMBERS, *CHOICES, *LIST_KEYS)
+    known = (*ENGINE_NUMBERS, *OWN_NUMBERS, *BOOL_KEYS, *CHOICES, *LIST_KEYS)
     if unknown := sorted(set(hyp) - set(known)):
         raise HypError(f"{where}: unknown classification hyperparameter(s) {', '.join(unknown)}; known keys: "
                        f"{', '.join(known)}")
@@ -79,7 +85,9 @@ def load_cls_hyp(path: str | Path | dict | None = None) -> dict[str, Any]:
             raise HypError(f"{where}: '{k}' must be one of {', '.join(CHOICES[k])}, got {v!r}")
         if k in LIST_KEYS and not (isinstance(v, list) and all(isinstance(x, (int, float)) and 0 < x < 1 for x in v)):
             raise HypError(f"{where}: '{k}' must be a list of fractions of the epochs between 0 and 1, got {v!r}")
-        if k not in CHOICES and k not in LIST_KEYS and not number:
+        if k in BOOL_KEYS and not isinstance(v, bool):
+            raise HypError(f"{where}: '{k}' must be true or false, got {v!r}")
+        if k not in CHOICES and k not in LIST_KEYS and k not in BOOL_KEYS and not number:
             raise HypError(f"{where}: '{k}' must be a number, got {v!r}")
     return {**YOLOV5_CLS_HYP, **hyp}
 
@@ -152,11 +160,12 @@ class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):
                  _callbacks=None):
         hyp = load_cls_hyp(hyp)
         overrides = dict(overrides or {})
-        self.recipe = {k: hyp[k] for k in (*OWN_NUMBERS, "schedule", *LIST_KEYS) if k in hyp}
+        self.recipe = {k: hyp[k] for k in (*OWN_NUMBERS, *BOOL_KEYS, "schedule", *LIST_KEYS) if k in hyp}
         engine = {k: v for k, v in hyp.items() if k in (*ENGINE_NUMBERS, "optimizer")}
         engine["cos_lr"] = hyp.get("schedule") == "cosine"
-        if "label_smoothing" in overrides:
-            self.recipe["label_smoothing"] = overrides.pop("label_smoothing")
+        for k in ("label_smoothing", "augment"):
+            if k in overrides:
+                self.recipe[k] = overrides.pop(k)
         if "nbs" not in hyp and (overrides.get("batch") or 0) > 0:
             engine["nbs"] = overrides["batch"]  # YOLOv5 classifiers: no gradient accumulation, weight decay as given
         dropout = overrides.pop("dropout", None)
@@ -175,10 +184,18 @@ class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):
         self.model.criterion = None  # rebuilt with the smoothing on first use
 
     def build_dataset(self, img_path: str, mode: str = "train", batch=None):
-        """The engine's dataset; with ``crop_padding`` the training transform is CIFAR's (pad, random crop, flip)."""
+        """The engine's dataset. Training images get the evaluation transform (resize, centre crop) unless the recipe
+        has ``augment: true`` (or ``--augment``): then the engine's augmentation, or with ``crop_padding`` CIFAR's
+        (pad, random crop, flip)."""
         dataset = super().build_dataset(img_path, mode, batch)
+        if mode != "train":
+            return dataset
         pad = int(self.recipe.get("crop_padding", 0))
-        if mode == "train" and pad > 0:
+        if not self.recipe.get("augment"):
+            from ultralytics.data.augment import classify_transforms
+
+            dataset.torch_transforms = classify_transforms(self.args.imgsz)  # what the validator's dataset uses
+        elif pad > 0:
             import torchvision.transforms as T
 
             size = self.args.imgsz
