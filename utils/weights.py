@@ -6,8 +6,8 @@ hub) turns its ``--weights`` into a local file before anything is loaded:
 * a path that exists is returned as given;
 * an http(s) URL is downloaded into the current folder under its file name (once: a file of that name already there
   is used as is);
-* an official YOLOv5 release name (``OFFICIAL_WEIGHTS``: ``yolov5n.pt`` ... ``yolov5x6.pt``, ``yolov5s-cls.pt`` ...) that
-  is not on disk is downloaded from ``RELEASE_URL`` to the path given (``yolov5s.pt``: the current folder);
+* an official YOLOv5 release name (``OFFICIAL_WEIGHTS``: ``yolov5n.pt`` ... ``yolov5x6.pt``, ``yolov5s-cls.pt``...)
+  that is not on disk is downloaded from ``RELEASE_URL`` to the path given (``yolov5s.pt``: the current folder);
 * anything else is returned unchanged, for the loader to report as missing.
 
 Naming a URL or an official file counts as asking for the download, so it happens even with ``YOLO_OFFLINE=1`` (which
