@@ -189,3 +189,19 @@ def test_coco128_like_yaml_downloads_its_zip(release, tmp_path):
                                  "val": "images/val", "names": SHAPES_NAMES, "download": f"{base}/mini.zip"}))
     prepare(f)
     assert len(list((tmp_path / "datasets" / "mini" / "images" / "val").iterdir())) == 8 and hits["/mini.zip"] == 1
+
+
+@pytest.mark.parametrize("script", ["detect", "export", "classify/val", "classify/predict", "classify/train"])
+def test_every_entry_point_resolves_its_weights(release, cli_error, script):
+    import classify.predict
+    import classify.train
+    import classify.val
+    import export
+
+    main = {"detect": detect.main, "export": export.main, "classify/val": classify.val.main,
+            "classify/predict": classify.predict.main, "classify/train": classify.train.main}[script]
+    flag = "--model" if script == "classify/train" else "--weights"
+    name = "yolov5s-cls.pt" if script.startswith("classify") else "yolov5m6.pt"
+    source = ["--source", str(ROOT / "data" / "images")] if "predict" in script or script == "detect" else []
+    lines = error_lines(cli_error(main, [flag, name, *source]))  # not on the server: a 404
+    assert len(lines) == 1 and f"could not download {release[0]}/rel/{name} (HTTP Error 404" in lines[0], lines
