@@ -73,6 +73,9 @@ def _fetch(url: str, dest: Path) -> Path:
     from utils.dataprep import DownloadError, download
 
     if dest.is_file():
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(f"Found {dest}, not downloading {url} again")
         return dest
     try:
         download(url, dir=dest.parent, unzip=False, retries=RETRIES)
