@@ -458,6 +458,9 @@ def run(
     with all_cores():
         dev = select_device(device, verbose=False)
     keep_freed_memory_on_cpu(dev.type)
+    from utils.weights import resolve_weights
+
+    weights = str(resolve_weights(weights))  # a URL or an official name is downloaded (utils/weights.py)
     backend = load_detector(weights, dev, half)
     stride, names, pt = int(backend.stride), backend.names, backend.format == "pt"
     dynamic = bool(backend.metadata.get("dynamic")) if not pt else True

@@ -62,7 +62,9 @@ def run(weights: str | Path = "yolov5s.pt", include: list[str] | tuple[str, ...]
     parse_include(include)  # fail on a typo before loading anything
     check_options(imgsz, batch_size, opset, calib_images)
     check_device(device)
-    weights = Path(weights)
+    from utils.weights import resolve_weights
+
+    weights = Path(resolve_weights(weights))  # a URL or an official name is downloaded (utils/weights.py)
     if weights.suffix != ".pt":
         raise ExportError(f"--weights {weights}: export starts from a .pt checkpoint")
     if not weights.is_file():

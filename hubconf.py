@@ -10,7 +10,8 @@ Usage:
     print(torch.hub.list("path/to/yolov5-attention", source="local"))
 
 A YAML named ``yolov5x-p2-ema.yaml`` gives the entry ``yolov5x_p2_ema``. ``pretrained=True`` (the default, as in
-YOLOv5) loads ``<name>.pt`` from the current folder or this repository's root; it is not downloaded.
+YOLOv5) loads ``<name>.pt`` from the current folder or this repository's root; official YOLOv5 weights found in neither
+(``yolov5s.pt``...) are downloaded into the current folder, as in YOLOv5 (``utils/weights.py``).
 """
 
 import torch  # noqa: F401  (torch.hub's import check; the code lives in utils/hub.py)

@@ -172,6 +172,9 @@ def run(**options):
     if opt.resume:
         setup = {"overrides": resume_overrides(opt), "hyp": load_hyp(hyp_path(opt))}
     else:
+        from utils.weights import resolve_weights
+
+        opt.weights = resolve_weights(opt.weights)  # a URL or an official name is downloaded (utils/weights.py)
         hyp = load_hyp(hyp_path(opt))
         hyp["label_smoothing"] = opt.label_smoothing
         if opt.cfg:
@@ -228,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 check_evolve_opt(opt)  # refuses several devices with YOLOv5's message
             check_options(opt)  # before the processes start (--device 0,1 on a machine without them)
+            if not opt.resume:
+                from utils.weights import resolve_weights
+
+                resolve_weights(opt.weights)  # downloaded once, here, not by every process
             return launch_ddp(argv, device_count(opt.device))
         run(**vars(opt))
     return 0

@@ -87,6 +87,9 @@ def run(weights: str | Path = "", source: str | Path = ROOT / "data" / "images",
             or Path(source).exists()):
         raise FileNotFoundError(f"--source {source}: no such file or folder")
     keep_freed_memory_on_cpu(device)
+    from utils.weights import resolve_weights
+
+    weights = resolve_weights(weights)  # a URL or an official name is downloaded (utils/weights.py)
     model, trained_size = load_classifier(weights)
     save_dir = increment_dir(Path(project).resolve() / name, exist_ok)
     args = {"task": "classify", "mode": "predict", "imgsz": imgsz or trained_size or 224, "device": device or None,

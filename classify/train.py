@@ -114,6 +114,10 @@ def run(argv: list[str] | None = None, **kwargs):
     check_device(opt.device)
     keep_freed_memory_on_cpu(opt.device)
     hyp = opt.hyp or (DEMO["hyp"] if is_demo(opt) else None)
+    if opt.model:
+        from utils.weights import resolve_weights
+
+        opt.model = resolve_weights(opt.model)  # a .pt URL or an official name is downloaded (utils/weights.py)
     overrides = engine_overrides(opt)
     with all_cores(), no_empty_run_dir(overrides["save_dir"]):
         trainer = ClassifierTrainer(overrides=overrides, hyp=hyp, cutoff=opt.cutoff)

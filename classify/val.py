@@ -57,6 +57,9 @@ def run(data: str = "shapes-cls", weights: str | list[str] = (), batch_size: int
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     if not weights:
         raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/openvino classifier")
+    from utils.weights import resolve_weights
+
+    weights = [resolve_weights(w) for w in weights]  # URLs and official names are downloaded (utils/weights.py)
     if missing := [str(w) for w in weights if not Path(w).exists()]:
         raise FileNotFoundError(f"--weights {', '.join(missing)}: file or folder not found")
     folder = str(resolve_cls_data(data))

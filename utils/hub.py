@@ -38,11 +38,10 @@ from ultralytics.utils import LOGGER
 from models.classify import ClassificationModel
 from models.yolo import Model
 from utils.checkpoint import checkpoint_model, load_backend, load_checkpoint, load_model, transfer_weights
+from utils.weights import is_official, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIRS = (ROOT / "models", ROOT / "models" / "hub")  # entries come from the YAMLs directly in these folders
-RELEASES = "https://github.com/ultralytics/yolov5/releases"
-OFFICIAL = {f"yolov5{s}{p}" for s in "nsmlx" for p in ("", "6")}  # names with official YOLOv5 weights
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -65,10 +64,12 @@ def hub_configs() -> dict[str, Path]:
 
 
 def find_weights(name: str) -> Path:
-    """The local weights file for ``pretrained=True``: ``<name>.pt`` in the current folder or the repository root.
+    """The local weights file for ``pretrained=True``: ``<name>.pt`` in the current folder or the repository root;
+    an official YOLOv5 release (``yolov5s.pt``...) found in neither is downloaded into the current folder, as in YOLOv5
+    (``utils.weights.resolve_weights``).
 
     ``name`` is a hub entry (``yolov5s_ema``) or a YAML stem (``yolov5s-ema``); both file names are looked for.
-    This is the one place that turns a name into weights (a download by name would go here).
+    This is the one place that turns a name into weights.
     """
     cfg = hub_configs().get(entry_name(name))
     stems = list(dict.fromkeys([cfg.stem if cfg else name, name, entry_name(name)]))
@@ -77,13 +78,14 @@ def find_weights(name: str) -> Path:
             if (d / f"{stem}.pt").is_file():
                 return d / f"{stem}.pt"
     file = f"{stems[0]}.pt"
-    how = (f"official weights: {RELEASES}/download/v7.0/{file}" if stems[0] in OFFICIAL else
-           f"train it with python train.py --cfg {cfg.relative_to(ROOT).as_posix() if cfg else stems[0] + '.yaml'} "
-           f"and copy its weights/best.pt")
+    if is_official(file):  # a download failure is one error naming the URL and where to save the file
+        return Path.cwd() / resolve_weights(file)
+    how = f"train it with python train.py --cfg {cfg.relative_to(ROOT).as_posix() if cfg else stems[0] + '.yaml'}"
     raise FileNotFoundError(
         f"pretrained=True needs the weights file {file} in the current folder ({Path.cwd()}) or the repository root "
-        f"({ROOT}); it is not downloaded automatically ({how}). Or pass pretrained=False for random weights, or "
-        f"load a checkpoint by path with torch.hub.load(..., 'custom', path='path/to/{file}')")
+        f"({ROOT}); it is not downloaded (only official YOLOv5 weights are; {how} and copy its weights/best.pt). Or "
+        f"pass pretrained=False for random weights, or load a checkpoint by path with torch.hub.load(..., 'custom', "
+        f"path='path/to/{file}')")
 
 
 @contextlib.contextmanager
@@ -149,7 +151,7 @@ def load_custom(path: str | Path | nn.Module = "path/to/model.pt", autoshape: bo
         if isinstance(path, nn.Module):
             model = path.to(dev).eval()
         else:
-            p = Path(str(path))
+            p = Path(str(resolve_weights(path)))  # a URL or an official name is downloaded (utils/weights.py)
             if p.suffix == "" and not p.is_dir():
                 p = p.with_suffix(".pt")
             if not p.exists():

@@ -55,6 +55,9 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     if not weights:
         raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/.torchscript/openvino model")
+    from utils.weights import resolve_weights
+
+    weights = [resolve_weights(w) for w in weights]  # URLs and official names are downloaded (utils/weights.py)
     if task == "speed":  # YOLOv5's speed benchmark settings
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
     split = "val" if task == "speed" else task
