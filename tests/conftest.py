@@ -1,7 +1,10 @@
 """Shared pytest setup: the suite runs offline (no engine look-ups, no network), and fixtures used by several files."""
 
+import functools
+import http.server
 import os
 import socket
+import threading
 
 import pytest
 
@@ -71,3 +74,21 @@ def cli_error(capsys):
         return err
 
     return run
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """Serve a folder over HTTP on the loopback interface; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -97,3 +97,16 @@ def shapes_data(root: Path, n_train: int, n_val: int, imgsz: int, seed: int = 0)
     f.write_text(yaml.safe_dump({"path": str(root / "shapes"), "train": "images/train", "val": "images/val",
                                  "names": SHAPES_NAMES}))
     return f
+
+
+def one_error(main, argv: list[str], capsys) -> str:
+    """Run a CLI expecting exit code 1, no traceback and exactly one ``ERROR:`` line on stderr; return that line."""
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("ERROR:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

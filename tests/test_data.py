@@ -5,11 +5,8 @@ Everything runs offline on fixtures built in ``tmp_path`` (local paths, ``file:/
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -100,23 +97,6 @@ def tgz(tmp_path: Path) -> Path:
         tf.add(src, arcname="bundle")
     return archive
 
-
-@pytest.fixture
-def http_dir(tmp_path: Path):
-    """Serve a folder over HTTP on the loopback interface; yields (folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

@@ -6,10 +6,7 @@ Everything is built in ``tmp_path`` and runs offline (a loopback HTTP server sta
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 import zipfile
 from copy import deepcopy
 from pathlib import Path
@@ -25,6 +22,7 @@ import train
 import utils.engine  # noqa: F401 - installs our dataset checks in front of the engine's
 import val
 from models.yolo import Model
+from tests.helpers import one_error
 from utils import dataprep
 from utils.datayaml import DataScriptError, DataYAMLError, prepare_data
 from utils.engine import YOLOv5Trainer
@@ -36,16 +34,6 @@ NAMES = ["circle", "rectangle", "triangle", "star"]
 # --------------------------------------------------------------------------------------------------
 # helpers and fixtures
 # --------------------------------------------------------------------------------------------------
-def one_error(main, argv: list[str], capsys) -> str:
-    """Run a CLI expecting exit code 1 and one ``ERROR:`` line without traceback; return that line."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.startswith("ERROR:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
@@ -91,22 +79,6 @@ def evil_yaml(tmp_path: Path, kind: str) -> tuple[Path, Path]:
 def _no_training(monkeypatch) -> None:
     monkeypatch.setattr(YOLOv5Trainer, "train", lambda self: None)
 
-
-@pytest.fixture
-def http_dir(tmp_path: Path):
-    """Serve a folder over HTTP on the loopback interface; yields (folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

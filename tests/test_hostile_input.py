@@ -21,6 +21,7 @@ import train
 import val
 from models.yolo import Model, ModelYAMLError
 from models.yolo import main as yolo_main
+from tests.helpers import one_error
 from tests.test_checkpoint import Evil, write_original_checkpoint
 from utils import exporters
 from utils.checkpoint import CheckpointError
@@ -90,16 +91,6 @@ def write_resumable(path: Path, model: Model, data: Path, marker: Path | None = 
     return path
 
 
-def cli_error(main, argv: list[str], capsys) -> str:
-    """Run a CLI expecting one ``ERROR:`` line and exit code 1; return that line."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.startswith("ERROR:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
 
 # ----------------------------------------------------------------------------------------------------
 # 1. No checkpoint runs code, on any path that opens one
@@ -132,7 +123,7 @@ def test_malicious_checkpoint_runs_nothing_on_cli_paths(fmt, entry, model, shape
     evil = write_evil(fmt, tmp_path / f"evil-{fmt}.pt", model, marker)
     _no_training_or_export(monkeypatch)
     if fmt == "plain":  # not a torch.save file: refused with what it is
-        assert "a plain Python pickle" in cli_error(lambda a: ENTRY_POINTS[entry](evil, shapes, tmp_path / "runs"), [],
+        assert "a plain Python pickle" in one_error(lambda a: ENTRY_POINTS[entry](evil, shapes, tmp_path / "runs"), [],
                                               capsys)
     else:  # a usable model: the command works, the payloads stay inert records
         ENTRY_POINTS[entry](evil, shapes, tmp_path / "runs")
@@ -198,7 +189,7 @@ def test_malicious_checkpoint_runs_nothing_on_resume(fmt, how, model, shapes, tm
         with pytest.raises((CheckpointError, FileNotFoundError, AssertionError)):
             YOLOv5Trainer(overrides=engine_args).train()
     else:
-        err = cli_error(train.main, argv[how], capsys)
+        err = one_error(train.main, argv[how], capsys)
         assert str(last) in err and ("a plain Python pickle" in err or "without this project's training state" in err)
     assert not marker.exists()
 
@@ -239,10 +230,10 @@ def test_resume_finished_run_writes_nothing(model, shapes, tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path)  # the engine's stray folders would appear under ./runs
     last = write_resumable(tmp_path / "runs" / "exp" / "weights" / "last.pt", model, shapes, epoch=-1, epochs=3)
     before = _snapshot(tmp_path)
-    err = cli_error(train.main, ["--resume", str(last)], capsys)
+    err = one_error(train.main, ["--resume", str(last)], capsys)
     assert err == (f"ERROR: --resume {last}: trained to 3 epochs, nothing to resume; start a new run with "
                    f"python train.py --weights {last}")
-    err = cli_error(train.main, ["--resume", "--project", str(tmp_path / "runs")], capsys)  # bare: same file
+    err = one_error(train.main, ["--resume", "--project", str(tmp_path / "runs")], capsys)  # bare: same file
     assert "trained to 3 epochs, nothing to resume" in err
     assert _snapshot(tmp_path) == before
 
@@ -256,16 +247,16 @@ def test_resume_finished_run_writes_nothing(model, shapes, tmp_path, capsys, mon
 def test_resume_non_checkpoint_says_what_the_file_is(content, what, tmp_path, capsys):
     f = tmp_path / "last.pt"
     f.write_bytes(content)
-    err = cli_error(train.main, ["--resume", str(f)], capsys)
+    err = one_error(train.main, ["--resume", str(f)], capsys)
     assert err.startswith(f"ERROR: {f}: {what}, not a PyTorch checkpoint; expected")
 
 
 def test_resume_official_weights_and_missing_run(tmp_path, model, capsys):
     f = tmp_path / "yolov5n.pt"
     write_original_checkpoint(f, model, names=NAMES)
-    err = cli_error(train.main, ["--resume", str(f)], capsys)
+    err = one_error(train.main, ["--resume", str(f)], capsys)
     assert "without this project's training state" in err and f"python train.py --weights {f}" in err
-    err = cli_error(train.main, ["--resume", "--project", str(tmp_path / "nothing")], capsys)
+    err = one_error(train.main, ["--resume", "--project", str(tmp_path / "nothing")], capsys)
     assert "no last.pt found under" in err
 
 
@@ -350,10 +341,10 @@ def test_yolo_cli_one_line_errors(tmp_path, capsys):
     cfg["anchors"] = cfg["anchors"][:2]
     f = tmp_path / "two-rows.yaml"
     f.write_text(yaml.safe_dump(cfg))
-    assert "but anchors has 2 row(s)" in cli_error(yolo_main, ["--cfg", str(f)], capsys)
-    assert "not_a_model.yaml" in cli_error(yolo_main, ["--cfg", "not_a_model.yaml"], capsys)
-    assert cli_error(yolo_main, ["--imgsz", "0"], capsys).startswith("ERROR: --imgsz 0: image sizes must be positive")
-    assert "--batch-size 0" in cli_error(yolo_main, ["--batch-size", "0", "--profile"], capsys)
+    assert "but anchors has 2 row(s)" in one_error(yolo_main, ["--cfg", str(f)], capsys)
+    assert "not_a_model.yaml" in one_error(yolo_main, ["--cfg", "not_a_model.yaml"], capsys)
+    assert one_error(yolo_main, ["--imgsz", "0"], capsys).startswith("ERROR: --imgsz 0: image sizes must be positive")
+    assert "--batch-size 0" in one_error(yolo_main, ["--batch-size", "0", "--profile"], capsys)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -395,7 +386,7 @@ def test_numbers_out_of_range_fail_first(cli, argv, message, tmp_path, capsys, m
     weights = tmp_path / "w.pt"
     extra = {"train": ["--project", str(project)], "val": ["--project", str(project), "--weights", str(weights)],
              "detect": ["--project", str(project), "--weights", str(weights)], "export": ["--weights", str(weights)]}
-    err = cli_error(CLIS[cli], argv + extra[cli], capsys)
+    err = one_error(CLIS[cli], argv + extra[cli], capsys)
     assert err == f"ERROR: {message}" or err.startswith(f"ERROR: {message}")
     assert not project.exists()
 
@@ -424,10 +415,10 @@ def test_failed_runs_leave_no_empty_run_folder(shapes, model, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"path": "/nonexistent/place", "train": "images/train", "val": "images/val",
                                    "names": ["a"]}))
-    cli_error(train.main, ["--data", str(bad), "--imgsz", "64", "--project", str(tmp_path / "train")], capsys)
+    one_error(train.main, ["--data", str(bad), "--imgsz", "64", "--project", str(tmp_path / "train")], capsys)
     assert not (tmp_path / "train").exists() or not list((tmp_path / "train").iterdir())
     weights = write_evil("zip", tmp_path / "w.pt", model, tmp_path / "unused")
-    cli_error(val.main, ["--data", str(bad), "--weights", str(weights), "--project", str(tmp_path / "val")], capsys)
+    one_error(val.main, ["--data", str(bad), "--weights", str(weights), "--project", str(tmp_path / "val")], capsys)
     assert not (tmp_path / "val").exists() or not list((tmp_path / "val").iterdir())
 
 
@@ -435,7 +426,7 @@ def test_detect_list_file_with_a_bad_line_names_the_list(model, tmp_path, capsys
     weights = write_evil("zip", tmp_path / "w.pt", model, tmp_path / "unused")
     listing = tmp_path / "list.txt"
     listing.write_text("hello\n")
-    err = cli_error(detect.main, ["--weights", str(weights), "--source", str(listing), "--project",
+    err = one_error(detect.main, ["--weights", str(weights), "--source", str(listing), "--project",
                                   str(tmp_path / "runs")], capsys)
     assert f"--source {listing}, line 1: hello: no such file or directory" in err
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

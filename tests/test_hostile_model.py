@@ -21,6 +21,7 @@ from models import yolo
 from models.classify import ClassificationModel, load_cls_yaml
 from models.yolo import Model, ModelYAMLError
 from models.yolo import main as yolo_main
+from tests.helpers import one_error
 from utils import exporters
 from utils.checkpoint import CheckpointError, check_export_format, load_checkpoint
 
@@ -29,16 +30,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = str(ROOT / "data" / "images")
 
-
-def one_error(main, argv: list[str], capsys) -> str:
-    """Run a CLI expecting exit code 1, no traceback and exactly one ``ERROR:`` line; return that line."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.startswith("ERROR:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
