@@ -110,3 +110,27 @@ def one_error(main, argv: list[str], capsys) -> str:
     lines = [x for x in err.splitlines() if x.startswith("ERROR:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def varied_boxes_model(cfg, names: dict[int, str], obj_bias: float):
+    """A model with random weights that still gives varied boxes: BatchNorm statistics set from one batch (so
+    features do not fade through the random layers), class biases apart and the objectness bias ``obj_bias``."""
+    import torch
+
+    from models.yolo import Model
+
+    torch.manual_seed(0)
+    model = Model(cfg, nc=len(names), verbose=False)
+    det = model.model[-1]
+    for conv in det.m:
+        b = conv.bias.data.view(det.na, -1)
+        b[:, 4] = obj_bias
+        b[:, 5:] = torch.linspace(1.0, -1.0, len(names))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0  # running statistics := the next batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
+    model.names = dict(names)
+    return model.eval()

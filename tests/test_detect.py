@@ -14,6 +14,7 @@ import yaml
 
 import detect
 from models.yolo import Model
+from tests.helpers import varied_boxes_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,22 +30,8 @@ def tiny_ema_model(cfg: dict | None = None) -> Model:
     biased towards confident boxes.
     """
     cfg = cfg or yaml.safe_load((ROOT / "models" / "yolov5s-ema.yaml").read_text())
-    cfg.update(nc=3, width_multiple=0.25)
-    torch.manual_seed(0)
-    model = Model(cfg, verbose=False)
-    det = model.model[-1]
-    for conv in det.m:
-        b = conv.bias.data.view(det.na, -1)
-        b[:, 4] = 1.0
-        b[:, 5:] = torch.tensor([1.0, 0.0, -1.0])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 1.0  # running statistics := the next batch's statistics
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(4, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
-    model.names = dict(NAMES)
-    return model.eval()
+    cfg.update(nc=len(NAMES), width_multiple=0.25)
+    return varied_boxes_model(cfg, NAMES, obj_bias=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from models.classify import ClassificationModel
 from models.yolo import Model
+from tests.helpers import varied_boxes_model
 from tests.test_checkpoint import write_original_checkpoint
 from utils.checkpoint import load_model
 from utils.hub import AutoShape, Detections, entry_name
@@ -39,23 +40,8 @@ def hub_load(*args, **kwargs):
 
 
 def tiny_model() -> Model:
-    """yolov5n with 3 classes and random weights that give varied boxes: BatchNorm statistics set from one batch (so
-    features do not fade through the random layers), class biases apart."""
-    torch.manual_seed(0)
-    model = Model(ROOT / "models" / "yolov5n.yaml", nc=3, verbose=False)
-    det = model.model[-1]
-    for conv in det.m:
-        b = conv.bias.data.view(det.na, -1)
-        b[:, 4] = 0.0
-        b[:, 5:] = torch.tensor([1.0, 0.0, -1.0])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 1.0  # running statistics := the next batch's statistics
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(4, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
-    model.names = dict(NAMES)
-    return model.eval()
+    """yolov5n with 3 classes and random weights that give varied boxes (objectness bias 0)."""
+    return varied_boxes_model(ROOT / "models" / "yolov5n.yaml", NAMES, obj_bias=0.0)
 
 
 def picture(h: int, w: int, seed: int) -> np.ndarray:
