@@ -15,9 +15,10 @@ Outputs lie next to the weights: ``best.torchscript``, ``best.onnx``, ``best_ope
 QDQ quantization), calibrated on ``--calib-images`` images of the ``--data`` YAML's train split, letterboxed like
 inference. The head's decode tail (sigmoid, grid/anchor arithmetic, concat) stays in float.
 Each carries the class names, stride, image size and batch as metadata (read back by ``detect.py``/``val.py`` and
-Ultralytics' ``AutoBackend``), outputs one tensor ``(batch, 4 + nc, anchors)`` (xywh pixels, class scores; a
-classifier: ``(batch, nc)`` probabilities, task ``classify``) and is checked against PyTorch right after export (max
-abs diff printed). ``--int8`` is for detectors only.
+Ultralytics' ``AutoBackend``), outputs one tensor in YOLOv5's layout ``(batch, anchors, 5 + nc)`` (xywh in input
+pixels, objectness, class probabilities; metadata ``layout: yolov5``; a classifier: ``(batch, nc)`` probabilities, task
+``classify``) and is checked against PyTorch right after export (max abs diff printed). ``--int8`` is for detectors
+only.
 """
 
 from __future__ import annotations

@@ -170,13 +170,22 @@ def runner(variant: str, target: Any, threads: int | None = None) -> Callable[[n
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(target), so, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        return lambda x: engine_layout(session.run(None, {name: x})[0])
     import openvino as ov
 
     xml = next(Path(target).glob("*.xml")) if Path(target).is_dir() else Path(target)
     config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     compiled = ov.Core().compile_model(str(xml), "CPU", config)
-    return lambda x: compiled(x)[0]
+    return lambda x: engine_layout(compiled(x)[0])
+
+
+def engine_layout(y: np.ndarray) -> np.ndarray:
+    """An export's output as PyTorch gives it, ``(bs, 4 + nc, N)``: exports in YOLOv5's ``(bs, N, 5 + nc)`` are
+    converted (``utils.backend``, the conversion val.py and detect.py use), older ones are returned as they are."""
+    from utils.backend import YOLOV5, layout_of, yolov5_to_engine
+
+    t = torch.from_numpy(np.asarray(y))
+    return yolov5_to_engine(t).numpy() if layout_of(t, None) == YOLOV5 else y
 
 
 def variant_calls(targets: dict[str, Any], im: np.ndarray, threads: int | None = None) -> dict[str, Callable[[], Any]]:

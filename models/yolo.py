@@ -68,7 +68,13 @@ class Detect(nn.Module):
     Training returns the raw maps ``[(bs, na, ny, nx, nc + 5), ...]`` for the loss. Inference returns
     ``(y, raw)``, ``y`` of shape ``(bs, 4 + nc, n_anchors)``: xywh in input pixels and class scores
     multiplied by objectness, the layout Ultralytics' NMS consumes.
+
+    With ``export = True`` (set by the exporter, as YOLOv5 does) inference returns YOLOv5's output alone:
+    ``(bs, n_anchors, 5 + nc)``, xywh in input pixels, objectness, then class probabilities (not multiplied),
+    anchors ordered level by level, then anchor, row (y), column (x).
     """
+
+    export = False  # True: YOLOv5's export output (bs, anchors, 5 + nc) instead of the engine's (y, raw)
 
     def __init__(self, nc: int = 80, anchors: list | tuple = (), ch: list | tuple = (), inplace: bool = True):
         super().__init__()
@@ -93,18 +99,20 @@ class Detect(nn.Module):
                 z.append(self._decode(p, i))
         if self.training:
             return raw
-        return torch.cat(z, 1).transpose(1, 2), raw
+        y = torch.cat(z, 1)  # (bs, n, 5 + nc): YOLOv5's layout
+        if self.export:
+            return y
+        return torch.cat((y[..., :4], y[..., 5:] * y[..., 4:5]), -1).transpose(1, 2), raw
 
     def _decode(self, p: torch.Tensor, i: int) -> torch.Tensor:
-        """Raw level-i map -> (bs, na*ny*nx, 4 + nc): xy = (2σ - 0.5 + grid)·s, wh = (2σ)²·anchor."""
+        """Raw level-i map -> (bs, na*ny*nx, 5 + nc): xy = (2σ - 0.5 + grid)·s, wh = (2σ)²·anchor, σ(obj), σ(cls)."""
         bs, _, ny, nx, _ = p.shape
         grid = self._grid(ny, nx, p)
         anchor_px = (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2).to(p.dtype)
         y = p.sigmoid()
         xy = (y[..., :2] * 2 - 0.5 + grid) * self.stride[i]
         wh = (y[..., 2:4] * 2) ** 2 * anchor_px
-        cls = y[..., 5:] * y[..., 4:5]
-        return torch.cat((xy, wh, cls), -1).view(bs, -1, 4 + self.nc)
+        return torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, self.no)
 
     def _grid(self, ny: int, nx: int, like: torch.Tensor) -> torch.Tensor:
         """Cell offsets (1, 1, ny, nx, 2) as (x, y); cached per size/device/dtype, rebuilt while tracing."""

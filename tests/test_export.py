@@ -14,6 +14,7 @@ import torch
 import export
 from models.yolo import Model
 from tests.helpers import build
+from utils.backend import yolov5_to_engine
 from utils.checkpoint import load_backend
 from utils.exporters import export_model
 
@@ -21,9 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ort_run(path: Path, x: torch.Tensor) -> np.ndarray:
+    """The export's output in YOLOv5's layout (bs, anchors, 5 + nc), converted to PyTorch's (bs, 4 + nc, anchors)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["output0"]  # only the decoded tensor, no raw maps
-    return session.run(None, {"images": x.numpy()})[0]
+    y = session.run(None, {"images": x.numpy()})[0]
+    assert y.ndim == 3 and y.shape[2] == 85  # YOLOv5's layout: xywh, objectness, 80 class probabilities
+    return yolov5_to_engine(torch.from_numpy(y)).numpy()
 
 
 @pytest.mark.parametrize("cfg", ["yolov5s", "yolov5s-ema", "yolov5s-ca", "yolov5s-cbam", "yolov5s-sa", "yolov5s-eca"])
@@ -79,6 +83,7 @@ def test_cli_round_trips_and_metadata(checkpoint, cli_error):
         backend = load_backend(path)
         assert backend.names == {i: f"cls{i}" for i in range(80)}, fmt
         assert backend.stride == 32 and backend.task == "detect" and list(backend.imgsz) == [128, 96], fmt
+        assert backend.metadata["layout"] == "yolov5", fmt  # written as (batch, anchors, 5 + nc), read as below
         y = backend(x)
         y = y[0] if isinstance(y, (list, tuple)) else y
         assert y.shape == (1, 84, 3 * (16 * 12 + 8 * 6 + 4 * 3)), fmt

@@ -81,6 +81,9 @@ def test_tensorrt_export_matches_pytorch(amp_run):
     im = torch.rand(1, 3, 256, 256, device="cuda")
     y_pt = load_backend(best, device="cuda:0")(im)
     y_trt = load_backend(engine_file, device="cuda:0")(im.half())
+    raw = load_backend(engine_file, device="cuda:0", raw=True)(im.half())  # the engine's own output: YOLOv5's
+    raw = raw[0] if isinstance(raw, (list, tuple)) else raw
+    assert raw.shape == (1, y_trt.shape[2], y_trt.shape[1] + 1)  # (batch, anchors, 5 + nc)
     y_pt = y_pt[0] if isinstance(y_pt, (list, tuple)) else y_pt
     y_trt = y_trt[0] if isinstance(y_trt, (list, tuple)) else y_trt
     conf = y_pt[:, 4:].amax(1) > 0.25

@@ -683,22 +683,25 @@ def check_openvino(w: Path) -> None:
 
 
 def load_backend(weights: str | Path, device: str | torch.device = "cpu", half: bool = False, fuse: bool = True,
-                 verbose: bool = False, task: str | None = None):
+                 verbose: bool = False, task: str | None = None, raw: bool = False):
     """An Ultralytics ``AutoBackend`` for any supported format: ``.pt`` (ours or official) through ``load_model``,
     exports (``.torchscript``, ``.onnx``, ``*_openvino_model/``) with names/stride from their metadata.
 
-    ``backend(im)`` returns the ``(bs, 4 + nc, N)`` predictions (for ``.pt`` as the first element of a list).
+    ``backend(im)`` returns the ``(bs, 4 + nc, N)`` predictions (for ``.pt`` as the first element of a list), also for
+    exports in YOLOv5's layout ``(bs, N, 5 + nc)`` (ours, and the original YOLOv5's): ``utils.backend.DetectorBackend``
+    converts them; ``raw=True`` returns an export's own output instead.
     Exports are checked first (``check_export_format``; ``task``: what the caller runs, ``None`` for either).
     """
-    from ultralytics.nn.autobackend import AutoBackend
+    from utils.backend import DetectorBackend
 
     w = Path(str(weights))
     device = torch.device(device) if isinstance(device, str) else device
     if w.suffix == ".pt":
-        return AutoBackend(load_model(w, device, fuse=False), device=device, fp16=half, fuse=fuse, verbose=verbose)
+        return DetectorBackend(load_model(w, device, fuse=False), device=device, fp16=half, fuse=fuse,
+                               verbose=verbose)
     check_export_format(w, task)
     try:
-        return AutoBackend(str(w), device=device, fp16=half, verbose=verbose)
+        return DetectorBackend(str(w), device=device, fp16=half, verbose=verbose, raw=raw)
     except ImportError as e:
         raise CheckpointError(f"{w}: the runtime for this format is not installed ({e})") from None
     except (TypeError, RuntimeError, StopIteration) as e:  # a corrupt, truncated or foreign export

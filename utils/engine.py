@@ -181,6 +181,22 @@ def _load_checkpoints_safely() -> None:
 _load_checkpoints_safely()
 
 
+def _read_every_export_layout() -> None:
+    """The engine's validator and predictor build their ``AutoBackend`` themselves (``val.py`` hands the validator an
+    export's path): they get ``utils.backend.DetectorBackend``, the ``AutoBackend`` that reads YOLOv5's export layout
+    ``(batch, anchors, 5 + nc)`` (ours and the original YOLOv5's) as well as the older ``(batch, 4 + nc, anchors)``.
+    ``.pt`` models and classifiers pass through it unchanged. Replaced once, here, when this module is imported."""
+    import ultralytics.engine.predictor as engine_predictor
+    import ultralytics.engine.validator as engine_validator
+
+    from utils.backend import DetectorBackend
+
+    engine_validator.AutoBackend = engine_predictor.AutoBackend = DetectorBackend
+
+
+_read_every_export_layout()
+
+
 def image_problem(path: str | Path) -> str | None:
     """What is wrong with an image file ('empty file', 'not an image', 'truncated'...), or None when it reads."""
     from PIL import Image, UnidentifiedImageError

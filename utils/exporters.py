@@ -40,7 +40,8 @@ class ExportError(ValueError):
 
 
 class DetectOutput(nn.Module):
-    """Wrap a detection model so that its eval forward returns the decoded ``(bs, 4 + nc, N)`` tensor only."""
+    """Wrap a model so that its eval forward returns one tensor: for a detector in export mode (``export_mode``)
+    YOLOv5's ``(bs, N, 5 + nc)``, for a classifier its ``(bs, nc)`` probabilities."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -49,6 +50,26 @@ class DetectOutput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x)
         return y[0] if isinstance(y, (list, tuple)) else y
+
+
+@contextlib.contextmanager
+def export_mode(model: nn.Module):
+    """Within the block every ``Detect`` head of ``model`` is in export mode (``Detect.export = True``, as in YOLOv5):
+    its eval forward gives YOLOv5's ``(bs, anchors, 5 + nc)``. The model is given back in its own mode afterwards."""
+    from models.yolo import Detect
+
+    heads = [m for m in model.modules() if isinstance(m, Detect)]
+    saved = [m.__dict__.get("export") for m in heads]
+    for m in heads:
+        m.export = True
+    try:
+        yield model
+    finally:
+        for m, v in zip(heads, saved):
+            if v is None:
+                del m.export
+            else:
+                m.export = v
 
 
 def log(msg: str) -> None:
@@ -107,6 +128,7 @@ def build_metadata(model: nn.Module, weights: Path, imgsz: list[int], batch: int
                    int8: bool) -> dict:
     """Export metadata in the layout Ultralytics' ``AutoBackend`` reads (names, stride, imgsz, batch, task, args)."""
     task = "classify" if is_classifier(model) else "detect"
+    layout = {} if task == "classify" else {"layout": "yolov5"}  # (batch, anchors, 5 + nc); see utils/backend.py
     return {
         "description": f"yolov5-attention {weights.stem} ({Path(getattr(model, 'yaml_file', '') or 'model').stem}), "
                        + ("image classifier" if task == "classify" else "YOLOv5 v6.0 anchor-based detector"),
@@ -121,6 +143,7 @@ def build_metadata(model: nn.Module, weights: Path, imgsz: list[int], batch: int
         "args": {"batch": batch, "imgsz": list(imgsz), "dynamic": dynamic, "half": half, "int8": int8, "nms": False},
         "channels": 3,
         "end2end": False,
+        **layout,
     }
 
 
@@ -142,7 +165,7 @@ def export_onnx(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: dict
     """Export to ONNX (input ``images``, output ``output0``), optionally slimmed; metadata in ``metadata_props``."""
     onnx = require("ONNX", "onnx")
     f = file.with_suffix(".onnx")
-    out_axes = {0: "batch"} if metadata.get("task") == "classify" else {0: "batch", 2: "anchors"}
+    out_axes = {0: "batch"} if metadata.get("task") == "classify" else {0: "batch", 1: "anchors"}
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": out_axes} if dynamic else None
     torch.onnx.export(wrapper, (im,), str(f), opset_version=opset, dynamo=False, do_constant_folding=True,
                       input_names=["images"], output_names=["output0"], dynamic_axes=axes)
@@ -254,7 +277,7 @@ def export_engine(wrapper: nn.Module, im: torch.Tensor, file: Path, metadata: di
 
 def verify(path: Path, reference: torch.Tensor, im: torch.Tensor) -> float:
     """Run the export (for OpenVINO: its IR at fp32 precision; otherwise through ``AutoBackend``, as ``detect.py`` and
-    ``val.py`` load it) and return max |export - PyTorch| on the output tensor."""
+    ``val.py`` load it) and return max |export - PyTorch| on its own output tensor (YOLOv5's layout for detectors)."""
     y = export_output(path, im).to(reference.device, torch.float32)
     if y.shape != reference.shape:
         raise ExportError(f"{path}: output shape {tuple(y.shape)} differs from PyTorch {tuple(reference.shape)}")
@@ -262,7 +285,8 @@ def verify(path: Path, reference: torch.Tensor, im: torch.Tensor) -> float:
 
 
 def export_output(path: Path, im: torch.Tensor) -> torch.Tensor:
-    """The output tensor of an export on ``im`` (OpenVINO at fp32 inference precision, others through AutoBackend)."""
+    """The export's own output tensor on ``im`` (OpenVINO at fp32 inference precision, others through AutoBackend,
+    unconverted)."""
     if path.is_dir() and path.name.endswith("_openvino_model"):
         import openvino as ov
 
@@ -272,7 +296,7 @@ def export_output(path: Path, im: torch.Tensor) -> torch.Tensor:
     else:
         from utils.checkpoint import load_backend
 
-        backend = load_backend(path, device=im.device, half=im.dtype == torch.float16)
+        backend = load_backend(path, device=im.device, half=im.dtype == torch.float16, raw=True)
         y = backend(im)
         y = y[0] if isinstance(y, (list, tuple)) else y
     return torch.as_tensor(y)
@@ -341,7 +365,10 @@ def check_export(fmt: str, f: Path, check_im: torch.Tensor, reference: torch.Ten
         from utils.quantize import agreement
 
         with quiet_tracing():
-            a = out["agreement"] = agreement(export_output(f, v_im).numpy(), v_ref.numpy())
+            from utils.backend import yolov5_to_engine
+
+            y = yolov5_to_engine(export_output(f, v_im).float())  # scores as NMS sees them: objectness x class
+            a = out["agreement"] = agreement(y.numpy(), yolov5_to_engine(v_ref.float()).numpy())
         msg += (f" (on a calibration image; class-score correlation {a['score_corr']:.4f}, box error "
                 f"of {a['n_confident']} confident anchors {a['box_max_diff']:.2f}px)")
     return out, msg
@@ -379,44 +406,45 @@ def export_model(model: nn.Module, weights: str | Path, include: list[str] | tup
     gpu_half = half and device.type != "cpu"
     if gpu_half:
         model = model.half()
-    wrapper = DetectOutput(model).eval()
+    with export_mode(model):  # detectors give YOLOv5's (bs, anchors, 5 + nc) in every export
+        wrapper = DetectOutput(model).eval()
 
-    def cpu_wrapper() -> nn.Module:
-        return wrapper if device.type == "cpu" else DetectOutput(deepcopy(model).float().cpu()).eval()
+        def cpu_wrapper() -> nn.Module:
+            return wrapper if device.type == "cpu" else DetectOutput(deepcopy(model).float().cpu()).eval()
 
-    im = torch.zeros(batch_size, 3, *imgsz, device=device, dtype=torch.float16 if gpu_half else torch.float32)
-    with torch.no_grad():
-        for _ in range(2):
-            y = wrapper(im)
-    metadata = build_metadata(model, weights, imgsz, batch_size, dynamic, half, int8)
-    log(f"\nPyTorch: starting from {weights} with input shape {tuple(im.shape)} BCHW and output shape "
-        f"{tuple(y.shape)} ({file_size(weights) if weights.exists() else 0:.1f} MB)")
+        im = torch.zeros(batch_size, 3, *imgsz, device=device, dtype=torch.float16 if gpu_half else torch.float32)
+        with torch.no_grad():
+            for _ in range(2):
+                y = wrapper(im)
+        metadata = build_metadata(model, weights, imgsz, batch_size, dynamic, half, int8)
+        log(f"\nPyTorch: starting from {weights} with input shape {tuple(im.shape)} BCHW and output shape "
+            f"{tuple(y.shape)} ({file_size(weights) if weights.exists() else 0:.1f} MB)")
 
-    check_im = torch.rand_like(im)
-    calibration = None
-    if int8:
-        from utils.quantize import calibration_images
+        check_im = torch.rand_like(im)
+        calibration = None
+        if int8:
+            from utils.quantize import calibration_images
 
-        calibration = calibration_images(data, imgsz, calib_images, gs, batch_size)
-        log(f"\nINT8: {len(calibration) * batch_size} calibration images from {data}, letterboxed to {imgsz}")
-        check_im = torch.from_numpy(calibration[0]).to(im)  # a real image: random noise says little about INT8
-    with torch.no_grad():
-        reference = wrapper(check_im).float()
-    out = Path(save_dir) / weights.name if save_dir is not None else weights
-    job = ExportJob(wrapper, cpu_wrapper, im, out, metadata, opset, dynamic, simplify, half, calibration)
-    results: dict[str, dict] = {}
-    for fmt in formats:
-        t = time.perf_counter()
-        log(f"\n{PRETTY[fmt]}: starting export...")
-        with torch.no_grad(), quiet_tracing():
-            f = EXPORTERS[fmt](job)
-        dt = time.perf_counter() - t
-        results[fmt] = {"file": f, "seconds": dt, "max_abs_diff": None}
-        check_msg = ""
-        if check:
-            checked, check_msg = check_export(fmt, f, check_im, reference, int8)
-            results[fmt].update(checked)
-        log(f"{PRETTY[fmt]}: export success ✅ {dt:.1f}s, saved as {f} ({file_size(f):.1f} MB){check_msg}")
+            calibration = calibration_images(data, imgsz, calib_images, gs, batch_size)
+            log(f"\nINT8: {len(calibration) * batch_size} calibration images from {data}, letterboxed to {imgsz}")
+            check_im = torch.from_numpy(calibration[0]).to(im)  # a real image: random noise says little about INT8
+        with torch.no_grad():
+            reference = wrapper(check_im).float()
+        out = Path(save_dir) / weights.name if save_dir is not None else weights
+        job = ExportJob(wrapper, cpu_wrapper, im, out, metadata, opset, dynamic, simplify, half, calibration)
+        results: dict[str, dict] = {}
+        for fmt in formats:
+            t = time.perf_counter()
+            log(f"\n{PRETTY[fmt]}: starting export...")
+            with torch.no_grad(), quiet_tracing():
+                f = EXPORTERS[fmt](job)
+            dt = time.perf_counter() - t
+            results[fmt] = {"file": f, "seconds": dt, "max_abs_diff": None}
+            check_msg = ""
+            if check:
+                checked, check_msg = check_export(fmt, f, check_im, reference, int8)
+                results[fmt].update(checked)
+            log(f"{PRETTY[fmt]}: export success ✅ {dt:.1f}s, saved as {f} ({file_size(f):.1f} MB){check_msg}")
     if gpu_half:
         model.float()
     return results
