@@ -126,7 +126,7 @@ def test_resume_continues_interrupted_run(shapes, tmp_path):
     resumed = train.run(resume=str(last))
     assert Path(resumed.save_dir) == Path(t.save_dir) and resumed.start_epoch == 1
     rows = (Path(t.save_dir) / "results.csv").read_text().splitlines()
-    assert [r.split(",")[0].strip() for r in rows[1:]] == ["1", "2"]
+    assert [r.split(",")[0].strip() for r in rows[1:]] == ["0", "1"]  # YOLOv5 counts epochs from 0
 
 
 def test_crash_while_saving_keeps_last_checkpoint(shapes, tmp_path, monkeypatch):

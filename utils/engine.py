@@ -26,6 +26,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from models.yolo import Model
 from utils import offline
+from utils.results import ResultsLog
 
 ROOT = Path(__file__).resolve().parents[1]
 offline.configure()
@@ -430,7 +431,7 @@ class AtomicCheckpoints:
             engine_trainer.strip_optimizer = strip
 
 
-class YOLOv5Trainer(AtomicCheckpoints, DetectionTrainer):
+class YOLOv5Trainer(ResultsLog, AtomicCheckpoints, DetectionTrainer):
     """Ultralytics' detection trainer running our anchor-based YOLOv5 model and loss.
 
     ``YOLOv5Trainer(overrides, hyp=..., weights=..., autoanchor=True)``: ``overrides`` are engine arguments

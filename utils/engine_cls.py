@@ -33,6 +33,7 @@ from models.classify import (  # noqa: E402
 from utils import offline  # noqa: F401  (must precede the engine import)
 from utils.clsdata import resolve_cls_data  # noqa: E402
 from utils.engine import AtomicCheckpoints, CheckpointSaveError, HypError, find_file, os_error_reason  # noqa: E402
+from utils.results import CLASSIFY_COLUMNS, CLASSIFY_PANELS, ResultsLog  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,8 +149,9 @@ def load_classifier(weights: str | Path) -> tuple[object, int | None]:
     return str(check_export_format(w, task="classify")), None
 
 
-class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):
-    """The engine's classification trainer running our classifier with a YOLOv5-style recipe.
+class ClassifierTrainer(ResultsLog, AtomicCheckpoints, ClassificationTrainer):
+    """The engine's classification trainer running our classifier with a YOLOv5-style recipe; results.csv and
+    TensorBoard under YOLOv5-classify's names (utils/results.py).
 
     ``ClassifierTrainer(overrides, hyp=..., cutoff=None)``: ``overrides`` are engine arguments (``data`` = an image
     folder, ``model`` = YAML or ``.pt``, ``epochs``, ``batch``...), ``hyp`` a recipe file or dict (see
@@ -177,6 +179,7 @@ class ClassifierTrainer(AtomicCheckpoints, ClassificationTrainer):
                                       hyp.get("dropout"), verbose=RANK in {-1, 0})
 
     resume_command = None  # classify/train.py has no --resume
+    results_columns, results_panels, results_width = CLASSIFY_COLUMNS, CLASSIFY_PANELS, 23
 
     def set_model_attributes(self):
         super().set_model_attributes()

@@ -194,7 +194,10 @@ def plot_evolve(csv: Path) -> Path:
 # One training
 # ---------------------------------------------------------------------------------------------------------------------
 class EvolveTrainer(YOLOv5Trainer):
-    """The training of one generation: validated at the final epoch only (``val=False``) and never checkpointed."""
+    """The training of one generation: validated at the final epoch only (``val=False``), never checkpointed, and
+    with no TensorBoard events (as in YOLOv5; its folder is deleted after)."""
+
+    tensorboard = False
 
     def save_model(self) -> bool:
         return False
