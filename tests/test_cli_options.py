@@ -4,14 +4,17 @@ W&B options."""
 
 from __future__ import annotations
 
+import csv
 from copy import deepcopy
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
 
+import detect
 import val
 from models.experimental import Ensemble
 from models.yolo import Model
@@ -22,15 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_model(seed: int, nc: int = 4, names: dict | None = None) -> Model:
-    """yolov5n at a quarter of its width, random weights biased towards confident boxes, BatchNorm statistics set from
-    one batch so that features do not fade."""
+    """yolov5n at an eighth of its width, random weights biased towards confident boxes (the preferred class depends
+    on ``seed``), BatchNorm statistics set from one batch so that features do not fade."""
     cfg = yaml.safe_load((ROOT / "models" / "yolov5n.yaml").read_text())
     cfg.update(nc=nc, width_multiple=0.125)
     torch.manual_seed(seed)
     model = Model(cfg, verbose=False)
     det = model.model[-1]
-    for conv in det.m:
-        conv.bias.data.view(det.na, -1)[:, 4] = 1.0
+    for conv in det.m:  # small head weights: well-formed boxes near the anchors, scores near the biases' values
+        conv.weight.data *= 0.002
+        b = conv.bias.data.view(det.na, -1)
+        b[:, 4] = 1.0
+        b[:, 5:] = torch.linspace(1.5, -1.5, nc) * (1 if seed % 2 == 0 else -1)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 1.0
@@ -128,3 +134,73 @@ def test_task_study_writes_rows_and_plot(assets, tmp_path):
     from utils.validation import STUDY_SIZES
 
     assert STUDY_SIZES == tuple(range(256, 1537, 128))
+
+
+# ----- detect.py -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def images(assets) -> Path:
+    src = assets["dir"] / "src"
+    src.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("img1.png", "img2.png", "img3.png", "imgA.png", "other.png"):
+        im = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
+        cv2.rectangle(im, (10, 10), (40, 50), (0, 0, 255), -1)
+        cv2.imwrite(str(src / name), im)
+    return src
+
+
+def test_save_csv_rows_match_detections(assets, images, tmp_path):
+    out = detect.run(weights=str(assets["a"]), source=str(images / "img1.png"), imgsz=[64], conf_thres=0.3,
+                     max_det=5, save_csv=True, save_txt=True, save_conf=True, nosave=True, project=tmp_path)
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = [r.split() for r in (out / "labels" / "img1.txt").read_text().splitlines()]
+    assert rows and len(rows) == len(labels) <= 5
+    assert list(rows[0]) == ["Image Name", "Prediction", "Confidence"]
+    assert {r["Image Name"] for r in rows} == {"img1.png"}
+    got = sorted((r["Prediction"], r["Confidence"]) for r in rows)
+    want = sorted((SHAPES_NAMES[int(c)], f"{float(conf):.2f}") for c, *_, conf in labels)
+    assert got == want
+    assert detect.parse_opt(["--save-csv"]).save_csv
+
+
+@pytest.mark.parametrize("pattern, names", [("img?.png", ["img1.png", "img2.png", "img3.png", "imgA.png"]),
+                                            ("img[12].png", ["img1.png", "img2.png"]),
+                                            ("img[!0-9].png", ["imgA.png"])])
+def test_glob_question_mark_and_brackets(images, pattern, names):
+    files = detect.check_source(str(images / pattern))
+    assert [Path(f).name for f in files] == names
+    loader = detect.open_source(str(images / pattern), entries=files)
+    assert sorted(Path(p[0]).name for p, _, _ in loader) == names
+
+
+def test_glob_matching_nothing(images, tmp_path, cli_error):
+    err = cli_error(detect.main, ["--weights", "x.pt", "--source", str(images / "zz?.png"), "--project", str(tmp_path)])
+    assert "the pattern matches no files" in err
+
+
+def test_detect_ensemble_finds_both_models_boxes(assets, images, tmp_path):
+    opts = {"source": str(images / "img1.png"), "imgsz": [64], "conf_thres": 0.3, "iou_thres": 0.45, "max_det": 300,
+            "save_txt": True, "save_conf": True, "nosave": True}
+    counts = {}
+    for key, w in (("a", [str(assets["a"])]), ("b", [str(assets["b"])]), ("ab", [str(assets["a"]), str(assets["b"])]),
+                   ("aa", [str(assets["a"]), str(assets["a"])])):
+        out = detect.run(weights=w, project=tmp_path, name=key, **opts)
+        counts[key] = sorted((out / "labels" / "img1.txt").read_text().splitlines())
+    assert counts["aa"] == counts["a"]  # two copies: NMS keeps one of each pair
+    assert counts["ab"] != counts["a"] and counts["ab"] != counts["b"]
+    assert detect.parse_opt(["--weights", "a.pt", "b.pt"]).weights == ["a.pt", "b.pt"]
+
+
+def test_detect_ensemble_refuses_exports(assets, images, tmp_path, cli_error):
+    err = cli_error(detect.main, ["--weights", str(assets["a"]), str(tmp_path / "b.onnx"), "--source", str(images),
+                                  "--project", str(tmp_path)])
+    assert err.count("ERROR:") == 1 and ".pt checkpoints only" in err
+
+
+def test_source_screen_without_mss(images, tmp_path, cli_error, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mss", None)  # as when mss is not installed
+    err = cli_error(detect.main, ["--weights", "x.pt", "--source", "screen", "--project", str(tmp_path)])
+    assert err.count("ERROR:") == 1 and "mss" in err and "not installed" in err

@@ -48,7 +48,7 @@ def load_ensemble(weights: list[str]) -> object:
     exports = [w for w in weights if not str(w).endswith(".pt")]
     if exports:
         raise ValueError(f"--weights {' '.join(map(str, weights))}: an ensemble of several weights takes .pt "
-                         f"checkpoints only, not {exports[0]}; validate an export on its own")
+                         f"checkpoints only, not {exports[0]}; run an export on its own")
     models = [load_model(w, device="cpu", fuse=False) for w in weights]
     try:
         ensemble = Ensemble(models)
