@@ -15,6 +15,7 @@ import torch
 import yaml
 
 import detect
+import train
 import val
 from models.experimental import Ensemble
 from models.yolo import Model
@@ -204,3 +205,101 @@ def test_source_screen_without_mss(images, tmp_path, cli_error, monkeypatch):
     monkeypatch.setitem(sys.modules, "mss", None)  # as when mss is not installed
     err = cli_error(detect.main, ["--weights", "x.pt", "--source", "screen", "--project", str(tmp_path)])
     assert err.count("ERROR:") == 1 and "mss" in err and "not installed" in err
+
+
+# ----- train.py ------------------------------------------------------------------------------------------------------
+def test_image_weights_favour_rare_class_images():
+    from utils.train_options import ImageWeightSampler, epoch_weights
+
+    labels = [np.array([0.0, 0.0])] * 8 + [np.array([1.0])] + [np.array([])]  # class 1 is rare, image 9 unlabelled
+    w = epoch_weights(labels, nc=2)
+    assert w[8] > 3 * w[0] and w[9] == 0
+    sampler = ImageWeightSampler(w, seed=0)
+    draws = np.bincount([i for _ in range(200) for i in sampler], minlength=10)  # 200 epochs of 10 draws
+    assert draws[8] > 3 * draws[0] and draws[9] == 0  # the one rare-class image is drawn most
+    # a class the model already detects well (mAP 0.9) loses weight, as YOLOv5's (1 - mAP)^2
+    w2 = epoch_weights(labels, nc=2, maps=np.array([0.0, 0.9]))
+    assert w2[8] < w2[0]
+
+
+def test_quad_batch_tiles_or_upsamples():
+    from utils.train_options import quad_batch
+
+    img = torch.stack([torch.full((3, 8, 8), float(i)) for i in range(4)])
+    batch = {"img": img, "batch_idx": torch.tensor([0.0, 1.0, 2.0, 3.0]), "cls": torch.zeros(4, 1),
+             "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]] * 4), "im_file": ["a", "b", "c", "d"],
+             "resized_shape": [(8, 8)] * 4}
+
+    class Always:
+        def __init__(self, v):
+            self.v = v
+
+        def random(self):
+            return self.v
+
+    tiled = quad_batch(batch, Always(0.9))
+    assert tiled["img"].shape == (1, 3, 16, 16) and tiled["im_file"] == ["a"]
+    assert tiled["img"][0, 0, 0, 0] == 0 and tiled["img"][0, 0, 15, 0] == 1 and tiled["img"][0, 0, 0, 15] == 2
+    assert tiled["img"][0, 0, 15, 15] == 3
+    assert torch.allclose(tiled["bboxes"], torch.tensor([[0.25, 0.25, 0.1, 0.1], [0.25, 0.75, 0.1, 0.1],
+                                                         [0.75, 0.25, 0.1, 0.1], [0.75, 0.75, 0.1, 0.1]]))
+    assert tiled["batch_idx"].tolist() == [0, 0, 0, 0]
+    up = quad_batch(batch, Always(0.1))
+    assert up["img"].shape == (1, 3, 16, 16) and torch.equal(up["bboxes"], batch["bboxes"][:1])
+    small = {**batch, "img": img[:3]}
+    assert quad_batch(small) is small  # fewer than 4 images: unchanged
+
+
+def test_train_with_image_weights_and_quad(assets, tmp_path, log_records, monkeypatch):
+    from utils import train_options
+
+    shapes, quad = [], train_options.quad_batch
+    monkeypatch.setattr(train_options, "quad_batch", lambda b: shapes.append(tuple(quad(b)["img"].shape)) or quad(b))
+    argv = ["--data", str(assets["data"]), "--cfg", "models/yolov5n.yaml", "--hyp", "data/hyps/hyp.shapes.yaml",
+            "--imgsz", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--noplots", "--noautoanchor",
+            "--project", str(tmp_path), "--image-weights", "--quad", "--entity", "me", "--bbox_interval", "2"]
+    trainer = train.run(**vars(train.parse_opt(argv)))
+    from utils.train_options import ImageWeightSampler, QuadCollate
+
+    assert isinstance(trainer.train_loader.batch_sampler.sampler.sampler, ImageWeightSampler)
+    assert isinstance(trainer.train_loader.collate_fn, QuadCollate)
+    assert shapes and all(s[0] == 1 and s[2:] == (128, 128) for s in shapes)  # batches of 4 images at 64 -> 1 at 128
+    assert (Path(trainer.save_dir) / "weights" / "last.pt").is_file()
+    notes = [m for _, m in log_records if "--bbox_interval, --entity" in m]
+    assert len(notes) == 1 and "W&B" in notes[0]
+
+
+def test_image_weights_refuse_ddp(assets, tmp_path, cli_error, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    err = cli_error(train.main, ["--data", str(assets["data"]), "--image-weights", "--project", str(tmp_path)])
+    assert "--image-weights argument is not compatible with DDP training" in err
+
+
+@pytest.mark.parametrize("argv", [["--local-rank=1"], ["--local_rank", "1"]])
+def test_local_rank_sets_local_rank_env(argv, monkeypatch):
+    import os
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    opt = train.parse_opt(argv)
+    assert opt.local_rank == 1
+    train.local_rank_to_env(opt)
+    assert os.environ["LOCAL_RANK"] == "1"
+    monkeypatch.setenv("LOCAL_RANK", "3")  # the launcher's own variable wins
+    train.local_rank_to_env(opt)
+    assert os.environ["LOCAL_RANK"] == "3"
+
+
+def test_wandb_options_parse_and_say_what_they_do(monkeypatch):
+    import sys
+
+    from utils.train_options import wandb_note
+
+    opt = train.parse_opt(["--bbox_interval", "5", "--entity", "team", "--upload_dataset", "--artifact_alias", "v2"])
+    assert (opt.bbox_interval, opt.entity, opt.upload_dataset, opt.artifact_alias) == (5, "team", True, "v2")
+    assert train.parse_opt(["--upload_dataset", "val"]).upload_dataset == "val"
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    note = wandb_note(opt)
+    assert "\n" not in note and "not used" in note and "wandb is not installed" in note
+    assert all(f"--{k}" in note for k in ("bbox_interval", "entity", "upload_dataset", "artifact_alias"))
+    assert wandb_note(train.parse_opt([])) is None
