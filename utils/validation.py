@@ -126,11 +126,12 @@ def validate(data: str = "data/shapes.yaml", weights: str | list[str] = (), batc
     weights = [weights] if isinstance(weights, (str, Path)) else list(weights)
     if not weights:
         raise ValueError("--weights is required: a .pt checkpoint, or an exported .onnx/.torchscript/openvino model")
-    if task in ("speed", "study"):  # YOLOv5's benchmark settings (fp16 where a GPU runs it)
+    if task in ("speed", "study"):  # YOLOv5's benchmarks: fp16 where a GPU runs them, no plots
         import torch
 
-        conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
-        half = half or (task == "speed" and torch.cuda.is_available() and str(device).lower() != "cpu")
+        plots, half = False, half or (torch.cuda.is_available() and str(device).lower() != "cpu")
+        if task == "speed":  # deployment thresholds; a study keeps --conf-thres/--iou-thres (mAP needs 0.001)
+            conf_thres, iou_thres, save_json = 0.25, 0.45, False
     if save_hybrid:
         save_txt = True
         LOGGER.warning("--save-hybrid: the labels files hold the ground truth merged with the predictions, so mAP is "
