@@ -122,6 +122,14 @@ def test_save_hybrid_adds_ground_truth_to_labels(assets, tmp_path):
     assert stats["metrics/mAP50(B)"] > plain["metrics/mAP50(B)"]
 
 
+def test_task_speed_benchmarks_each_weights_on_its_own(assets, tmp_path):
+    rows = val.run(weights=[str(assets["a"]), str(assets["b"])], data=str(assets["data"]), imgsz=64, batch_size=4,
+                   workers=0, project=tmp_path, task="speed", save_json=True)
+    assert len(rows) == 2 and all(r["speed"]["inference"] > 0 for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "exp2"]
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.png"))  # no json, no plots
+
+
 def test_task_study_writes_rows_and_plot(assets, tmp_path):
     rows = val.run(weights=[str(assets["a"])], data=str(assets["data"]), batch_size=4, workers=0, project=tmp_path,
                    task="study", study_sizes=(64, 96))
