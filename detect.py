@@ -5,7 +5,8 @@ Usage - sources:
                                                        img.jpg                         # image
                                                        vid.mp4                         # video
                                                        path/                           # directory
-                                                       'path/*.jpg'                    # glob
+                                                       'path/*.jpg'                    # glob (also ? and [...])
+                                                       screen                          # screenshot (needs mss)
                                                        list.txt                        # list of images/videos
                                                        list.streams                    # list of streams
                                                        'rtsp://example.com/media.mp4'  # RTSP, RTMP, HTTP stream
@@ -15,8 +16,10 @@ Usage - formats:
                                best.torchscript        # TorchScript
                                best.onnx               # ONNX Runtime
                                best_openvino_model/    # OpenVINO
+                               a.pt b.pt               # an ensemble of several .pt models
 
-Results go to runs/detect/exp, exp2, ...: annotated images and videos, labels/*.txt (--save-txt), crops/<class>/
+Results go to runs/detect/exp, exp2, ...: annotated images and videos, labels/*.txt (--save-txt), predictions.csv
+(--save-csv), crops/<class>/
 (--save-crop), feature maps of every layer (--visualize) and attention heat maps of every attention module
 (--attention, also written by --visualize).
 """
@@ -92,12 +95,19 @@ def is_media(file: str) -> bool:
     return file.rpartition(".")[-1].lower() in IMG_FORMATS | VID_FORMATS
 
 
+def is_glob(entry: str) -> bool:
+    """A pattern with ``*``, ``?`` or ``[...]`` (as in YOLOv5), unless a file or folder has that very name."""
+    import os
+
+    return any(c in entry for c in "*?[") and not os.path.exists(entry)
+
+
 def source_files(entry: str) -> list[str] | None:
     """The files a file, folder or glob names (as the engine's loader expands it), None when it names nothing."""
     import glob
     import os
 
-    if "*" in entry:
+    if is_glob(entry):
         return sorted(glob.glob(entry, recursive=True)) or None
     if os.path.isdir(entry):
         return sorted(glob.glob(os.path.join(glob.escape(entry), "*.*")))
@@ -109,7 +119,7 @@ def no_media(source: str, entry: str, files: list[str]) -> str:
     import os
 
     others = f", only {len(files)} other file{'s' * (len(files) > 1)}" if files else ""
-    if "*" in entry:
+    if is_glob(entry):
         return f"{source}: the pattern matches no image or video file{others}; {accepted_sources()}"
     if os.path.isdir(entry):
         return f"{source}: the folder holds no image or video file{others}; {accepted_sources()}"
@@ -141,10 +151,12 @@ def read_source_list(listing: Path) -> list[str]:
             full = os.path.abspath(listing.parent / entry)
         files = source_files(full)
         if files is None:
-            problems.append(f"{where}: {'matches no files' if '*' in entry else 'no such file or directory'} "
+            problems.append(f"{where}: {'matches no files' if is_glob(entry) else 'no such file or directory'} "
                             f"(paths in a list are absolute, or relative to the current folder or the list's folder)")
         elif not any(is_media(f) for f in files):
             problems.append(no_media(where, full, files))
+        elif is_glob(full) and "*" not in full:  # the engine's loader expands * only: give it the files
+            entries.extend(f for f in files if is_media(f))
         else:
             entries.append(full)
     if not entries:
@@ -157,8 +169,12 @@ def read_source_list(listing: Path) -> list[str]:
 def check_source(source: str) -> list[str] | None:
     """A local source must name something the loader can read; say what is wrong instead of failing later.
 
-    Returns the entries of a ``.txt``/``.csv`` list (absolute paths), else None.
+    Returns the entries of a ``.txt``/``.csv`` list (absolute paths) or the files a ``?``/``[...]`` glob matches (the
+    engine's loader expands ``*`` only), else None.
     """
+    if is_screen(source):
+        check_screen(source)
+        return None
     if is_stream(source) or source.lower().startswith(("http://", "https://")):
         return None
     path = Path(source)
@@ -167,10 +183,37 @@ def check_source(source: str) -> list[str] | None:
     files = source_files(source)
     if files is None:
         raise FileNotFoundError(f"--source {source}: "
-                                f"{'the pattern matches no files' if '*' in source else 'no such file or directory'}")
+                                f"{'the pattern matches no files' if is_glob(source) else 'no such file or directory'}")
     if not any(is_media(f) for f in files):
         raise FileNotFoundError(no_media(f"--source {source}", source, files))
+    if is_glob(source) and "*" not in source:
+        return [f for f in files if is_media(f)]
     return None
+
+
+def is_screen(source: str) -> bool:
+    """``screen``, or ``screen N [left top width height]``: YOLOv5's screenshot source."""
+    import os
+
+    return source.lower().split()[:1] == ["screen"] and not os.path.exists(source)
+
+
+def check_screen(source: str) -> None:
+    """Screen capture needs the ``mss`` package and a display; say which is missing in one line."""
+    try:
+        import mss
+    except ImportError:
+        raise ValueError(f"--source {source}: capturing the screen needs the mss package, which is not installed "
+                         f"(pip install mss)") from None
+    try:
+        with mss.mss() as sct:
+            n = len(sct.monitors) - 1
+    except Exception as e:  # no X server / display
+        raise ValueError(f"--source {source}: no display to capture ({str(e).strip() or type(e).__name__})") from None
+    params = source.split()[1:]
+    if params and (not params[0].isdigit() or not 0 <= int(params[0]) <= n or len(params) not in (1, 5)):
+        raise ValueError(f"--source {source}: give 'screen', 'screen N' or 'screen N left top width height' with N "
+                         f"in 0..{n}")
 
 
 def file_loader(source: str | list[str], vid_stride: int):
@@ -190,6 +233,10 @@ def open_source(source: str, vid_stride: int = 1, entries: list[str] | None = No
     ``(paths, images BGR, info strings)``."""
     from ultralytics.data.build import load_inference_source
 
+    if is_screen(source):
+        from ultralytics.data.loaders import LoadScreenshots
+
+        return LoadScreenshots(source)
     if not (is_stream(source) or source.lower().startswith(("http://", "https://"))):
         return file_loader(source if entries is None else entries, vid_stride)
     try:
@@ -272,11 +319,33 @@ class VideoSink:
         self.writers = {}
 
 
-def load_detector(weights: str, device: torch.device, half: bool, verbose: bool = True):
-    """``AutoBackend`` for any format; ``.pt`` files (ours or official YOLOv5) go through our safe checkpoint loader."""
+def load_detector(weights: str | list[str], device: torch.device, half: bool, verbose: bool = True):
+    """``AutoBackend`` for any format; ``.pt`` files (ours or official YOLOv5) go through our safe checkpoint loader.
+    Several ``.pt`` files are one ``models.experimental.Ensemble``, as in YOLOv5."""
+    if isinstance(weights, (list, tuple)) and len(weights) > 1:
+        from ultralytics.nn.autobackend import AutoBackend
+
+        from utils.validation import load_ensemble
+
+        return AutoBackend(load_ensemble(list(weights)), device=device, fp16=half, fuse=True, verbose=verbose)
     from utils.checkpoint import load_backend
 
-    return load_backend(weights, device=device, half=half, fuse=True, verbose=verbose)
+    w = weights[0] if isinstance(weights, (list, tuple)) else weights
+    return load_backend(w, device=device, half=half, fuse=True, verbose=verbose)
+
+
+def write_csv(file: Path, image: str, det: torch.Tensor, names: dict[int, str]) -> int:
+    """YOLOv5's ``--save-csv``: one row per detection, columns Image Name, Prediction, Confidence; returns the rows."""
+    import csv
+
+    new = not file.exists()
+    with open(file, "a", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        w = csv.DictWriter(f, fieldnames=["Image Name", "Prediction", "Confidence"])
+        if new:
+            w.writeheader()
+        for *_, conf, cls in reversed(det.tolist()):
+            w.writerow({"Image Name": image, "Prediction": names[int(cls)], "Confidence": f"{conf:.2f}"})
+    return len(det)
 
 
 def inference_size(backend, weights: str, imgsz: list[int] | tuple[int, ...], dynamic: bool) -> list[int]:
@@ -332,8 +401,9 @@ class Outputs:
     or video frame, a window; it counts what it wrote for the closing summary."""
 
     def __init__(self, save_dir: Path, names: dict[int, str], save_img: bool, view_img: bool, save_txt: bool,
-                 save_conf: bool, save_crop: bool, line_thickness: int, hide_labels: bool, hide_conf: bool):
-        self.save_dir, self.names = save_dir, names
+                 save_conf: bool, save_crop: bool, line_thickness: int, hide_labels: bool, hide_conf: bool,
+                 save_csv: bool = False):
+        self.save_dir, self.names, self.save_csv, self.csv_rows = save_dir, names, save_csv, 0
         self.save_img, self.view_img, self.save_txt, self.save_conf, self.save_crop = (save_img, view_img, save_txt,
                                                                                        save_conf, save_crop)
         self.line_thickness, self.hide_labels, self.hide_conf = line_thickness, hide_labels, hide_conf
@@ -353,6 +423,8 @@ class Outputs:
         from utils.visualize import save_attention_maps, save_feature_maps
 
         im0, base = original.copy(), self.base(p)
+        if self.save_csv:
+            self.csv_rows += write_csv(self.save_dir / "predictions.csv", p.name, det, self.names)
         if self.save_txt and len(det):
             write_labels(self.save_dir / "labels" / f"{stem}.txt", det, im0.shape, self.save_conf)
         imc = im0.copy() if self.save_crop else im0
@@ -399,20 +471,22 @@ class Outputs:
         d, extra = self.save_dir, ""
         if self.save_txt:
             extra += f"\n{len(list((d / 'labels').glob('*.txt')))} labels saved to {d / 'labels'}"
+        if self.save_csv:
+            extra += f"\n{self.csv_rows} predictions saved to {d / 'predictions.csv'}"
         if self.crops:
             extra += f"\n{self.crops} crops saved to {d / 'crops'}"
         if self.attention_maps:
             extra += f"\n{self.attention_maps} attention maps saved to {d / 'attention'}"
         if feature_maps:
             extra += f"\nfeature maps saved to {d / 'features'}"
-        if self.save_txt or self.save_img or self.crops or self.attention_maps:
+        if self.save_txt or self.save_img or self.save_csv or self.crops or self.attention_maps:
             return f"Results saved to {d}{extra}"
         return None
 
 
 @torch.no_grad()
 def run(
-    weights: str = "yolov5s.pt",
+    weights: str | list[str] = "yolov5s.pt",
     source: str = "data/images",
     imgsz: list[int] | tuple[int, ...] = (640, 640),
     conf_thres: float = 0.25,
@@ -421,6 +495,7 @@ def run(
     device: str = "",
     view_img: bool = False,
     save_txt: bool = False,
+    save_csv: bool = False,
     save_conf: bool = False,
     save_crop: bool = False,
     nosave: bool = False,
@@ -451,6 +526,8 @@ def run(
 
     check_options(imgsz, conf_thres, iou_thres, max_det, vid_stride, line_thickness, classes)
     check_device(device)
+    weights = [weights] if isinstance(weights, (str, Path)) else [str(w) for w in weights]
+    weights = weights[0] if len(weights) == 1 else weights  # several: one ensemble
     source = str(source)
     entries = check_source(source)
     webcam = is_stream(source)
@@ -464,7 +541,11 @@ def run(
     backend = load_detector(weights, dev, half)
     stride, names, pt = int(backend.stride), backend.names, backend.format == "pt"
     dynamic = bool(backend.metadata.get("dynamic")) if not pt else True
-    imgsz = inference_size(backend, weights, imgsz, dynamic)
+    from models.experimental import Ensemble
+
+    if isinstance(backend.model, Ensemble):  # the engine's backend passes no augment= to it: set it on the ensemble
+        backend.model.augment = augment
+    imgsz = inference_size(backend, str(weights), imgsz, dynamic)
     fp16 = bool(getattr(backend, "fp16", False))
     att_rec, feat_rec = attach_recorders(backend.model if pt else None, attention, visualize)
     view_img = view_img and check_imshow(warn=True)
@@ -475,7 +556,7 @@ def run(
     existed = not created_by_claim(save_dir)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     outputs = Outputs(save_dir, names, not nosave, view_img, save_txt, save_conf, save_crop, line_thickness,
-                      hide_labels, hide_conf)
+                      hide_labels, hide_conf, save_csv)
     seen, dt = 0, (Timer(dev), Timer(dev), Timer(dev))
     try:
         for paths, im0s, infos in dataset:
@@ -527,10 +608,10 @@ def run(
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=str, default="yolov5s.pt",
-                   help="model path: .pt, .torchscript, .onnx, *_openvino_model/")
+    p.add_argument("--weights", nargs="+", type=str, default=["yolov5s.pt"],
+                   help="model path(s): .pt, .torchscript, .onnx, *_openvino_model/; several .pt: an ensemble")
     p.add_argument("--source", type=str, default=str(ROOT / "data" / "images"),
-                   help="file/dir/glob/URL/.txt/.streams, 0 for webcam")
+                   help="file/dir/glob/URL/.txt/.streams, 0 for webcam, screen for a screenshot")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
@@ -538,6 +619,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--view-img", action="store_true", help="show results")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-csv", action="store_true", help="save results in CSV format (predictions.csv)")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
     p.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
     p.add_argument("--nosave", action="store_true", help="do not save images/videos")

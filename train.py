@@ -9,6 +9,7 @@ Usage:
     python train.py --device 0,1 ...                           # one process per GPU (DDP)
     python -m torch.distributed.run --nproc_per_node 2 train.py --device 0,1 ...   # the same, launched by hand
     python train.py --evolve 300                               # evolve hyperparameters (--ray: on Ray Tune)
+    python train.py --image-weights --quad ...                 # class-weighted image sampling; quad batches
 Results go to runs/train/exp*/ (weights/last.pt, weights/best.pt, results.csv, plots); evolution to runs/evolve/exp*/.
 """
 
@@ -45,6 +46,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
     p.add_argument("--ray", action="store_true", help="--evolve on Ray Tune (pip install -r requirements-ray.txt)")
+    p.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     p.add_argument("--cache", type=str, nargs="?", const="ram", help="--cache images in 'ram' (default) or 'disk'")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
@@ -54,6 +56,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
     p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
+    p.add_argument("--quad", action="store_true", help="quad dataloader (4 images form one of twice the size)")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
@@ -62,6 +65,16 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=-1,
+                   help="automatic DDP argument of torch.distributed.launch (sets LOCAL_RANK), do not modify")
+    # YOLOv5's Weights & Biases options: accepted, with one line saying what is done with them (utils/train_options.py)
+    p.add_argument("--entity", default=None, help="W&B entity (not used, see the line printed)")
+    p.add_argument("--upload_dataset", nargs="?", const=True, default=False,
+                   help='W&B: upload data, "val" option (not used, see the line printed)')
+    p.add_argument("--bbox_interval", type=int, default=-1,
+                   help="W&B bounding-box image logging interval (not used, see the line printed)")
+    p.add_argument("--artifact_alias", type=str, default="latest",
+                   help="W&B dataset artifact version (not used, see the line printed)")
     p.add_argument("--allow-data-scripts", action="store_true",
                    help="let the --data YAML's download: script (Python or bash) run; without it only URLs and this "
                         "project's preparers are used")
@@ -118,6 +131,7 @@ def engine_overrides(opt: argparse.Namespace, cfg: str) -> dict:
 def check_options(opt: argparse.Namespace) -> None:
     """Numbers out of range fail here, before anything is loaded or written."""
     from utils.cli import check_device, check_image_size, check_number
+    from utils.engine import device_count, launched_world_size
 
     check_image_size("--imgsz", opt.imgsz, max_values=1)
     check_device(opt.device)
@@ -128,6 +142,8 @@ def check_options(opt: argparse.Namespace) -> None:
     check_number("--label-smoothing", opt.label_smoothing, 0, 1)
     for layers in opt.freeze:
         check_number("--freeze", layers, 0)
+    if opt.image_weights and (device_count(opt.device) > 1 or launched_world_size() > 1):
+        raise ValueError("--image-weights argument is not compatible with DDP training")  # as in YOLOv5
 
 
 def resume_overrides(opt: argparse.Namespace) -> dict:
@@ -192,11 +208,41 @@ def run(**options):
     if opt.evolve is not None:  # many short trainings instead of one; returns the evolution folder
         from utils.evolve import evolve
 
+        if opt.image_weights or opt.quad:
+            from ultralytics.utils import LOGGER
+
+            LOGGER.warning("--image-weights/--quad: not applied to the trainings of --evolve")
+
         return evolve(opt, setup)
     with all_cores(), no_empty_run_dir(setup["overrides"].get("save_dir")):
         trainer = YOLOv5Trainer(**setup)
+        add_batch_options(trainer, opt)
         trainer.train()
     return trainer
+
+
+def add_batch_options(trainer, opt: argparse.Namespace) -> None:
+    """--image-weights, --quad (utils/train_options.py) on the trainer; the W&B options' line."""
+    from ultralytics.utils import LOGGER
+
+    from utils.train_options import use_image_weights, use_quad, wandb_note
+
+    if opt.image_weights:
+        use_image_weights(trainer)
+    if opt.quad:
+        use_quad(trainer)
+    note = wandb_note(opt)
+    if note:
+        LOGGER.info(note)
+
+
+def local_rank_to_env(opt: argparse.Namespace) -> None:
+    """``--local-rank N`` (passed by ``python -m torch.distributed.launch``) becomes ``LOCAL_RANK``, which the engine
+    reads, unless the launcher set it already; done before the engine is imported."""
+    import os
+
+    if opt.local_rank != -1 and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(opt.local_rank)
 
 
 def launch_ddp(argv: list[str], nproc: int) -> int:
@@ -219,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and train; returns 0, or prints one ``ERROR:`` line and exits with code 1."""
     import os
 
+    argv = sys.argv[1:] if argv is None else argv
+    opt = parse_opt(argv)
+    local_rank_to_env(opt)
     from utils.cli import user_errors
     from utils.engine import device_count
 
-    argv = sys.argv[1:] if argv is None else argv
-    opt = parse_opt(argv)
     with user_errors():
         if device_count(opt.device) > 1 and "LOCAL_RANK" not in os.environ:
             if opt.evolve is not None or opt.ray:

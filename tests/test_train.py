@@ -91,7 +91,7 @@ def test_val_cli_reproduces_training_map(trained, shapes, tmp_path):
     assert stats["metrics/mAP50(B)"] == pytest.approx(trained.metrics["metrics/mAP50(B)"], abs=0.02)
     assert stats["metrics/pycocotools_mAP50(B)"] == pytest.approx(stats["metrics/mAP50(B)"], abs=0.05)
     out = tmp_path / "exp"
-    assert (out / "predictions.json").exists()
+    assert (out / "best_predictions.json").exists()  # YOLOv5's name: <weights stem>_predictions.json
     rows = [line.split() for f in (out / "labels").glob("*.txt") for line in f.read_text().splitlines()]
     assert rows and all(len(r) == 6 for r in rows)  # class x y w h conf
 
