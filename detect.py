@@ -537,7 +537,8 @@ def run(
     keep_freed_memory_on_cpu(dev.type)
     from utils.weights import resolve_weights
 
-    weights = str(resolve_weights(weights))  # a URL or an official name is downloaded (utils/weights.py)
+    # URLs and official names are downloaded (utils/weights.py)
+    weights = [str(resolve_weights(w)) for w in weights] if isinstance(weights, list) else str(resolve_weights(weights))
     backend = load_detector(weights, dev, half)
     stride, names, pt = int(backend.stride), backend.names, backend.format == "pt"
     dynamic = bool(backend.metadata.get("dynamic")) if not pt else True
