@@ -485,9 +485,14 @@ def main(argv: list[str] | None = None) -> ClassificationModel:
     parser.add_argument("--cfg", type=str, default="yolov5s-cls.yaml", help="model.yaml")
     parser.add_argument("--imgsz", type=int, default=None, help="image size for FLOPs (default: the YAML's imgsz)")
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
+    parser.add_argument("--ksize", type=str, default=None, help="ECA kernel size per stage of an ECA-Net YAML (3557)")
     opt = parser.parse_args(argv)
     device = torch.device("cpu" if opt.device == "cpu" else f"cuda:{opt.device}")
-    model = ClassificationModel(opt.cfg).to(device)  # layer table and summary at the YAML's image size
+    cfg = opt.cfg
+    if opt.ksize:
+        file = resolve_cls_cfg(cfg)
+        cfg = with_ksize({**load_cls_yaml(file), "yaml_file": str(file)}, opt.ksize)
+    model = ClassificationModel(cfg).to(device)  # layer table and summary at the YAML's image size
     if opt.imgsz and opt.imgsz != model.imgsz:
         model.info(imgsz=opt.imgsz)
     n, n_wo = count_params(model), count_params(model, norms=False)

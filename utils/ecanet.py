@@ -1,0 +1,131 @@
+"""Weights of ECA-Net's own code (BangguWu/ECANet: ``eca_resnet18`` ... ``eca_resnet152``, ``eca_mobilenet_v2``) in
+the models of ``models/cls/eca-*.yaml``.
+
+ECA-Net's ``main.py`` saves ``checkpoint.pth.tar`` / ``model_best.pth.tar`` as a dict with ``state_dict`` (plus
+``epoch``, ``arch``, ``best_prec1``, ``optimizer``), its keys prefixed ``module.`` by DataParallel. Such a file is read
+by the project's restricted unpickler (``utils/checkpoint.py``), its keys renamed by the one table below, and loaded
+with ``strict=True``:
+
+    from models.classify import ClassificationModel
+    from utils.ecanet import load_ecanet_weights
+    model = load_ecanet_weights(ClassificationModel("eca-resnet50"), "eca_resnet50_k3557.pth.tar")
+
+``to_ecanet_state_dict(model)`` is the inverse (our weights under ECA-Net's names, for its code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from models.classify import ConvAct, InvertedResidual, LinearHead, ResBasicBlock, ResBottleneck
+
+# ECA-Net's names inside one block -> ours (prefixes; the rest of the key, weight/bias/running_mean..., is kept).
+# "top" are the names outside the blocks, with {stem}/{head}/{last} our stem conv, classifier head and (MobileNetV2)
+# the 1x1 conv before the head.
+ECANET_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
+    "resnet-top": (("conv1.", "{stem}.conv."), ("bn1.", "{stem}.bn."), ("fc.", "{head}.linear.")),
+    "resnet-block": (("conv1.", "cv1.conv."), ("bn1.", "cv1.bn."), ("conv2.", "cv2.conv."), ("bn2.", "cv2.bn."),
+                     ("conv3.", "cv3.conv."), ("bn3.", "cv3.bn."), ("eca.", "att."),
+                     ("downsample.0.", "shortcut.conv."), ("downsample.1.", "shortcut.bn.")),
+    "mobilenetv2-top": (("features.0.0.", "{stem}.conv."), ("features.0.1.", "{stem}.bn."),
+                        ("features.{n_last}.0.", "{last}.conv."), ("features.{n_last}.1.", "{last}.bn."),
+                        ("classifier.1.", "{head}.linear.")),
+    # blocks with an expansion conv (t != 1): pw (conv.0), dw (conv.1), projection (conv.2, conv.3), ECA (conv.4)
+    "mobilenetv2-block": (("conv.0.0.", "cv1.conv."), ("conv.0.1.", "cv1.bn."), ("conv.1.0.", "cv2.conv."),
+                          ("conv.1.1.", "cv2.bn."), ("conv.2.", "cv3.conv."), ("conv.3.", "cv3.bn."),
+                          ("conv.4.", "att.")),
+    # the first block (t = 1) has no expansion conv: dw (conv.0), projection (conv.1, conv.2), ECA (conv.3)
+    "mobilenetv2-block-t1": (("conv.0.0.", "cv2.conv."), ("conv.0.1.", "cv2.bn."), ("conv.1.", "cv3.conv."),
+                             ("conv.2.", "cv3.bn."), ("conv.3.", "att.")),
+}
+
+
+def _blocks(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """``(our prefix, block, stage index)`` of every residual block of ``model.model`` in order."""
+    out = []
+    for i, layer in enumerate(model.model):
+        seq = layer if isinstance(layer, nn.Sequential) else [layer]
+        for j, b in enumerate(seq):
+            if isinstance(b, (ResBottleneck, ResBasicBlock, InvertedResidual)):
+                out.append((f"model.{i}" + (f".{j}" if isinstance(layer, nn.Sequential) else ""), b, i))
+    return out
+
+
+def ecanet_key_map(model: nn.Module) -> dict[str, str]:
+    """``{ECA-Net's state_dict key: ours}`` for every tensor of ``model`` (an ``eca-*.yaml`` ClassificationModel)."""
+    blocks = _blocks(model)
+    head = len(model.model) - 1
+    if not blocks or not isinstance(model.model[0], ConvAct) or not isinstance(model.model[head], LinearHead):
+        raise ValueError(f"{type(model).__name__}: not an ECA-Net ResNet/MobileNetV2 layout (stem ConvAct, residual "
+                         f"blocks, LinearHead); ECA-Net weights fit models/cls/eca-*.yaml")
+    mobilenet = isinstance(blocks[0][1], InvertedResidual)
+    pairs: list[tuple[str, str]] = []  # (ECA-Net prefix, our prefix)
+    if mobilenet:
+        last = next(i for i in range(head - 1, -1, -1) if isinstance(model.model[i], ConvAct))
+        fmt = {"stem": "model.0", "head": f"model.{head}", "last": f"model.{last}", "n_last": len(blocks) + 1}
+        pairs += [(a.format(**fmt), b.format(**fmt)) for a, b in ECANET_NAMES["mobilenetv2-top"]]
+        for n, (ours, b, _) in enumerate(blocks, 1):
+            table = ECANET_NAMES["mobilenetv2-block-t1" if isinstance(b.cv1, nn.Identity) else "mobilenetv2-block"]
+            pairs += [(f"features.{n}.{a}", f"{ours}.{o}") for a, o in table]
+    else:
+        fmt = {"stem": "model.0", "head": f"model.{head}"}
+        pairs += [(a.format(**fmt), b.format(**fmt)) for a, b in ECANET_NAMES["resnet-top"]]
+        stages = sorted({s for *_, s in blocks})
+        index: dict[int, int] = {}
+        for ours, _, s in blocks:
+            layer, j = stages.index(s) + 1, index.get(s, 0)
+            index[s] = j + 1
+            pairs += [(f"layer{layer}.{j}.{a}", f"{ours}.{o}") for a, o in ECANET_NAMES["resnet-block"]]
+    out = {}
+    for key in model.state_dict():
+        theirs = [a + key[len(o):] for a, o in pairs if key.startswith(o)]
+        if len(theirs) != 1:
+            raise ValueError(f"{key}: no ECA-Net name for this tensor ({len(theirs)} candidates)")
+        out[theirs[0]] = key
+    return out
+
+
+def to_ecanet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s weights under ECA-Net's names (the keys and shapes its ``model.state_dict()`` holds)."""
+    sd = model.state_dict()
+    return {theirs: sd[ours] for theirs, ours in ecanet_key_map(model).items()}
+
+
+def ecanet_state_dict(obj) -> dict[str, torch.Tensor]:
+    """The state_dict of a loaded ECA-Net checkpoint (``{'state_dict': ...}`` or a bare state_dict), without
+    DataParallel's ``module.`` prefix."""
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not (isinstance(sd, dict) and sd and all(isinstance(v, torch.Tensor) for v in sd.values())):
+        raise ValueError("not an ECA-Net checkpoint: expected a dict with a 'state_dict' of tensors (ECA-Net's "
+                         "main.py .pth.tar) or a bare state_dict")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def load_ecanet_weights(model: nn.Module, weights: str | Path | dict) -> nn.Module:
+    """Load ECA-Net's weights (a ``.pth.tar``/``.pth`` path read by the restricted loader, or its loaded dict) into
+    ``model`` strictly; every missing, unexpected or misshapen tensor is named in one error."""
+    from utils.checkpoint import CheckpointError, _raw_load
+
+    where = str(weights) if isinstance(weights, (str, Path)) else "ECA-Net state_dict"
+    try:
+        sd = ecanet_state_dict(_raw_load(weights) if isinstance(weights, (str, Path)) else weights)
+        names = ecanet_key_map(model)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    ours = model.state_dict()
+    missing = [k for k in names if k not in sd]
+    unexpected = [k for k in sd if k not in names]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs ours {tuple(ours[names[k]].shape)}" for k in names
+              if k in sd and sd[k].shape != ours[names[k]].shape]
+    if missing or unexpected or shapes:
+        name = Path(model.yaml_file).stem if getattr(model, "yaml_file", "") else type(model).__name__
+        parts = [f"{len(v)} {what}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
+                 for what, v in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+                 if v]
+        raise CheckpointError(f"{where}: does not fit {name} ({'; '.join(parts)}); check the model YAML and its "
+                              f"k_size (--ksize) against the checkpoint's architecture")
+    model.load_state_dict({names[k]: v for k, v in sd.items()}, strict=True)
+    return model
