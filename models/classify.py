@@ -6,7 +6,10 @@ A classification YAML has the detection YAML's layout without anchors: ``nc``, `
 head. Optional keys: ``imgsz`` (the size FLOPs are counted at) and ``paper`` (a note printed next to the summary).
 
 Attention inside a residual block is named in the block's arguments, e.g. ``[-1, 3, ResBottleneck, [256, 1, EMA]]``
-(arguments after the module name are the module's own options: ``[256, 1, EMA, 16]`` = ``EMA(c, factor=16)``).
+(arguments after the module name are the module's own options: ``[256, 1, EMA, 16]`` = ``EMA(c, factor=16)``). A
+mapping as the last argument holds the block's keyword options (``[512, 2, ECA, 5, {down: avg}]``). ``k_size: [3, 5,
+5, 7]`` defines the names ``k1``...``k4`` for rows (ECA-Net's per-stage ECA kernels; ``--ksize`` replaces them), and
+``attention_at: projection`` moves InvertedResidual's attention after its projection (ECA-Net's MobileNetV2).
 
 Usage:
     python models/classify.py --cfg models/cls/resnet50-cifar100-ema.yaml   # layer table, params, FLOPs vs paper
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 from copy import deepcopy
-from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +76,33 @@ class ConvAct(Conv):
 
 class ResBottleneck(nn.Module):
     """ResNet bottleneck (v1.5: the stride on the 3x3), with an optional attention module on the block's last
-    convolution output, before the residual sum (where the NAM/CBAM code used for Table 1 places it)."""
+    convolution output, before the residual sum (where the NAM/CBAM code used for Table 1 places it).
 
-    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args, e: float = 0.25):
+    Keyword options (a trailing mapping in the YAML row, e.g. ``[2048, 2, ECA, 7, {down: avg}]``): ``down="avg"``
+    makes the projection shortcut ResNet-D's (a 2x2 average pool with the stride, then a stride-1 1x1 conv + BN;
+    timm's ``avg_down``) instead of a strided 1x1 conv; ``widths=[c_a, c_b]`` sets the two hidden widths (after the
+    first 1x1 and the 3x3 conv; default ``c2 * e`` both), as pruned networks have them."""
+
+    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args, e: float = 0.25,
+                 down: str = "conv", widths: list[int] | None = None):
         super().__init__()
-        c_ = int(c2 * e)
-        self.cv1 = ConvAct(c1, c_, 1, 1, "relu")
-        self.cv2 = ConvAct(c_, c_, 3, s, "relu")
-        self.cv3 = ConvAct(c_, c2, 1, 1, "none")
+        if down not in ("conv", "avg"):
+            raise ValueError(f"down must be conv or avg, got {down!r}")
+        if widths is not None and not (isinstance(widths, (list, tuple)) and len(widths) == 2
+                                       and all(_is_int(w) and w > 0 for w in widths)):
+            raise ValueError(f"widths must be two positive hidden channel counts [c_a, c_b], got {widths!r}")
+        ca, cb = widths or (int(c2 * e),) * 2
+        self.cv1 = ConvAct(c1, ca, 1, 1, "relu")
+        self.cv2 = ConvAct(ca, cb, 3, s, "relu")
+        self.cv3 = ConvAct(cb, c2, 1, 1, "none")
         self.att = make_attention(attention, c2, *args)
-        self.shortcut = ConvAct(c1, c2, 1, s, "none") if s != 1 or c1 != c2 else nn.Identity()
+        if s == 1 and c1 == c2:
+            self.shortcut = nn.Identity()
+        elif down == "avg":
+            pool = nn.AvgPool2d(2, s, ceil_mode=True, count_include_pad=False) if s != 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, ConvAct(c1, c2, 1, 1, "none"))
+        else:
+            self.shortcut = ConvAct(c1, c2, 1, s, "none")
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -309,6 +328,9 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
         n = max(round(n_yaml * gd), 1) if n_yaml > 1 else n_yaml
         check_layer_size(where, row[2], n, n_yaml, gd)
         shown = list(args)  # the layer table lists the YAML's arguments
+        kwargs = dict(args.pop()) if args and isinstance(args[-1], dict) else {}  # a trailing mapping: options
+        if m is InvertedResidual and at != "expanded":
+            kwargs.setdefault("at", at)
         try:
             c1 = sum(ch[x] for x in froms) if m in HEADS.values() else ch[f if isinstance(f, int) else froms[0]]
             if m in CHANNEL_BLOCKS.values():
@@ -335,20 +357,16 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
         rest = [c2, c2, 1, *args[3:]] if m in STAGE_BLOCKS and n > 1 else None
         if rest:
             check_layer_size(where, row[2], n, n_yaml, gd, c2, rest, m, c2)
-        layer_specs.append((i, f, froms, n, m, args, rest, where, shown))
-        if m is InvertedResidual and at != "expanded":
-            m = partial(InvertedResidual, at=at)
-            m.__name__ = InvertedResidual.__name__
-            layer_specs[-1] = (i, f, froms, n, m, args, rest, where, shown)
+        layer_specs.append((i, f, froms, n, m, args, kwargs, rest, where, shown))
         ch = [c2] if i == 0 else [*ch, c2]
 
     layers, save = [], []
-    for i, f, froms, n, m, args, rest, where, shown in layer_specs:
+    for i, f, froms, n, m, args, kwargs, rest, where, shown in layer_specs:
         try:
             if rest:  # a stage: the first block strides and changes width, the rest keep both
-                m_ = nn.Sequential(m(*args), *(m(*rest) for _ in range(n - 1)))
+                m_ = nn.Sequential(m(*args, **kwargs), *(m(*rest, **kwargs) for _ in range(n - 1)))
             else:
-                m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
+                m_ = nn.Sequential(*(m(*args, **kwargs) for _ in range(n))) if n > 1 else m(*args, **kwargs)
         except ModelYAMLError:
             raise
         except (ValueError, TypeError, IndexError, KeyError) as e:

@@ -48,6 +48,9 @@ EXACT = {
     # (tests/test_eca_resnet.py has the rest)
     "eca-resnet18": 11_689_556, "eca-resnet34": 21_797_744, "eca-resnet50": 25_557_112, "eca-resnet101": 44_549_317,
     "eca-resnet152": 60_193_042, "eca-mobilenetv2": 3_504_903,
+    # timm's ECA-ResNets, counted with timm.create_model(name)
+    "ecaresnet50d": 25_576_350, "ecaresnet101d": 44_568_563, "ecaresnetlight": 30_162_046,
+    "ecaresnet50d_pruned": 19_939_713, "ecaresnet101d_pruned": 24_876_040,
 }
 # Rows whose published count is ours without BatchNorm/GroupNorm parameters (Table 1 CA/EMA, Table 4).
 WITHOUT_NORMS = {"resnet50-cifar100-ca": 25_569_020, "resnet50-cifar100-ema": 23_849_556,

@@ -12,6 +12,9 @@ import. What was measured once with that code, in a scratch directory, with the 
   names), loads them through the restricted loader into our model and compares the logits with the recorded ones.
   The key names come from our inverse mapping, whose key set must hash to ECA-Net's: a wrong name in the mapping
   gives a tensor another fill (or no key), so the recorded logits catch it.
+
+timm's ECA-ResNets (models/cls/ecaresnet*.yaml) are compared with timm itself (a test dependency): parameter counts
+equal ``timm.create_model(name)``'s, and timm's state_dict loads strictly and gives the same logits.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from models.classify import ClassificationModel, count_params, load_cls_yaml, parse_ksize, with_ksize
 from models.yolo import ModelYAMLError
 from utils.checkpoint import CheckpointError
-from utils.ecanet import ecanet_key_map, load_ecanet_weights, to_ecanet_state_dict
+from utils.ecanet import ecanet_key_map, load_ecanet_weights, load_timm_weights, timm_key_map, to_ecanet_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CLS = ROOT / "models" / "cls"
@@ -148,7 +151,7 @@ def test_ecanet_roundtrip_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="104 missing: layer1.2.conv1.weight"):  # an ECA-Net18 file
         load_ecanet_weights(ClassificationModel(CLS / "eca-resnet34.yaml", verbose=False), f)
     torch.save({"epoch": 1}, tmp_path / "bad.pth.tar")
-    with pytest.raises(CheckpointError, match="bad.pth.tar: not an ECA-Net checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.pth.tar: not an ECA-Net or timm checkpoint"):
         load_ecanet_weights(m2, tmp_path / "bad.pth.tar")
 
 
@@ -221,3 +224,48 @@ def test_train_one_epoch_with_ksize_and_export_onnx(tmp_path):
     assert res["onnx"]["max_abs_diff"] < 1e-4, res["onnx"]["max_abs_diff"]
     with pytest.raises(ValueError, match="positive odd"):
         cls_train.run(["--data", str(data), "--model", "models/cls/eca-resnet18.yaml", "--ksize", "3456"])
+
+
+# timm name: parameters in M on timm's model card (seeds: the ECA-ResNet card)
+TIMM_CARD = {"ecaresnet50d": 25.58, "ecaresnet101d": 44.57, "ecaresnetlight": 30.16, "ecaresnet50d_pruned": 19.94,
+             "ecaresnet101d_pruned": 24.88}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_CARD))
+def test_timm_ecaresnet_equal_counts_and_logits(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    theirs = timm.create_model(name, pretrained=False).eval()
+    for bn in (m for m in theirs.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.1, 0.1)
+    ours = ClassificationModel(CLS / f"{name}.yaml", verbose=False)
+    n = count_params(ours)
+    assert n == sum(p.numel() for p in theirs.parameters()) and round(n / 1e6, 2) == TIMM_CARD[name]
+    sd = theirs.state_dict()
+    assert sorted(timm_key_map(ours)) == sorted(sd)
+    load_timm_weights(ours, sd).eval()
+    x = torch.rand(2, 3, 65, 65)  # odd sizes: the average-pool shortcuts' ceil_mode counts
+    with torch.no_grad():
+        assert torch.allclose(ours(x)[1], theirs(x), atol=1e-5)
+    del theirs
+
+
+def test_timm_weights_file_and_recipe(tmp_path):
+    timm = pytest.importorskip("timm")
+    from utils.engine_cls import load_cls_hyp
+
+    theirs = timm.create_model("ecaresnetlight", pretrained=False)
+    torch.save(theirs.state_dict(), tmp_path / "ecaresnetlight.pth")  # a timm .pth: a bare state_dict
+    ours = load_timm_weights(ClassificationModel(CLS / "ecaresnetlight.yaml", verbose=False),
+                             tmp_path / "ecaresnetlight.pth")
+    assert torch.equal(ours.model[-1].linear.weight, theirs.fc.weight)
+    with pytest.raises(CheckpointError, match="does not fit ecaresnet50d"):
+        load_timm_weights(ClassificationModel(CLS / "ecaresnet50d.yaml", verbose=False),
+                          tmp_path / "ecaresnetlight.pth")
+    hyp = load_cls_hyp("hyp.imagenet-ecaresnet.yaml")
+    assert (hyp["optimizer"], hyp["lr0"], hyp["momentum"], hyp["weight_decay"]) == ("SGD", 0.1, 0.9, 1e-4)
+    assert hyp["schedule"] == "step" and [round(e * 100) for e in hyp["milestones"]] == [30, 60, 90]
+    assert hyp["augment"] and hyp["scale"] == 0.92  # RandomResizedCrop(0.08-1) + flip
