@@ -24,9 +24,9 @@ import torch.nn as nn
 
 from models.classify import ConvAct, InvertedResidual, LinearHead, ResBasicBlock, ResBottleneck
 
-# ECA-Net's names inside one block -> ours (prefixes; the rest of the key, weight/bias/running_mean..., is kept).
-# "top" are the names outside the blocks, with {stem}/{head}/{last} our stem conv, classifier head and (MobileNetV2)
-# the 1x1 conv before the head.
+# The one name table: ECA-Net's (and timm's) state_dict names -> ours, as prefixes (the rest of a key, weight, bias,
+# running_mean..., is kept). "*-block" rows name tensors inside one residual block; "*-top" the ones outside the
+# blocks, with {stem}/{head}/{last} our stem conv, classifier head and (MobileNetV2) the 1x1 conv before the head.
 ECANET_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     "resnet-top": (("conv1.", "{stem}.conv."), ("bn1.", "{stem}.bn."), ("fc.", "{head}.linear.")),
     "resnet-block": (("conv1.", "cv1.conv."), ("bn1.", "cv1.bn."), ("conv2.", "cv2.conv."), ("bn2.", "cv2.bn."),
