@@ -57,6 +57,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decay", type=float, default=None, help="weight decay (default: the recipe's; 5e-5)")
     p.add_argument("--label-smoothing", type=float, default=None, help="label smoothing epsilon (default: recipe; 0.1)")
     p.add_argument("--cutoff", type=int, default=None, help="detection model layer cutoff index for the Classify head")
+    p.add_argument("--ksize", type=str, default=None,
+                   help="ECA kernel size per stage of an ECA-Net YAML, one digit each as ECA-Net's --ksize (3557)")
     p.add_argument("--dropout", type=float, default=None, help="dropout (fraction)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="augment training images (RandomResizedCrop, flip, colour jitter: YOLOv5's albumentations "
@@ -111,6 +113,10 @@ def run(argv: list[str] | None = None, **kwargs):
     from utils.engine_cls import ClassifierTrainer
 
     check_image_size("--imgsz", opt.imgsz, max_values=1)
+    if opt.ksize:
+        from models.classify import parse_ksize
+
+        parse_ksize(opt.ksize)  # a bad --ksize fails before any data is prepared
     check_device(opt.device)
     keep_freed_memory_on_cpu(opt.device)
     hyp = opt.hyp or (DEMO["hyp"] if is_demo(opt) else None)
@@ -120,7 +126,7 @@ def run(argv: list[str] | None = None, **kwargs):
         opt.model = resolve_weights(opt.model)  # a .pt URL or an official name is downloaded (utils/weights.py)
     overrides = engine_overrides(opt)
     with all_cores(), no_empty_run_dir(overrides["save_dir"]):
-        trainer = ClassifierTrainer(overrides=overrides, hyp=hyp, cutoff=opt.cutoff)
+        trainer = ClassifierTrainer(overrides=overrides, hyp=hyp, cutoff=opt.cutoff, ksize=opt.ksize)
         trainer.train()
     return trainer
 

@@ -6,7 +6,10 @@ A classification YAML has the detection YAML's layout without anchors: ``nc``, `
 head. Optional keys: ``imgsz`` (the size FLOPs are counted at) and ``paper`` (a note printed next to the summary).
 
 Attention inside a residual block is named in the block's arguments, e.g. ``[-1, 3, ResBottleneck, [256, 1, EMA]]``
-(arguments after the module name are the module's own options: ``[256, 1, EMA, 16]`` = ``EMA(c, factor=16)``).
+(arguments after the module name are the module's own options: ``[256, 1, EMA, 16]`` = ``EMA(c, factor=16)``). A
+mapping as the last argument holds the block's keyword options (``[512, 2, ECA, 5, {down: avg}]``). ``k_size: [3, 5,
+5, 7]`` defines the names ``k1``...``k4`` for rows (ECA-Net's per-stage ECA kernels; ``--ksize`` replaces them), and
+``attention_at: projection`` moves InvertedResidual's attention after its projection (ECA-Net's MobileNetV2).
 
 Usage:
     python models/classify.py --cfg models/cls/resnet50-cifar100-ema.yaml   # layer table, params, FLOPs vs paper
@@ -73,37 +76,82 @@ class ConvAct(Conv):
 
 class ResBottleneck(nn.Module):
     """ResNet bottleneck (v1.5: the stride on the 3x3), with an optional attention module on the block's last
-    convolution output, before the residual sum (where the NAM/CBAM code used for Table 1 places it)."""
+    convolution output, before the residual sum (where the NAM/CBAM code used for Table 1 places it).
 
-    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args, e: float = 0.25):
+    Keyword options (a trailing mapping in the YAML row, e.g. ``[2048, 2, ECA, 7, {down: avg}]``): ``down="avg"``
+    makes the projection shortcut ResNet-D's (a 2x2 average pool with the stride, then a stride-1 1x1 conv + BN;
+    timm's ``avg_down``) instead of a strided 1x1 conv; ``widths=[c_a, c_b]`` sets the two hidden widths (after the
+    first 1x1 and the 3x3 conv; default ``c2 * e`` both), as pruned networks have them."""
+
+    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args, e: float = 0.25,
+                 down: str = "conv", widths: list[int] | None = None):
         super().__init__()
-        c_ = int(c2 * e)
-        self.cv1 = ConvAct(c1, c_, 1, 1, "relu")
-        self.cv2 = ConvAct(c_, c_, 3, s, "relu")
-        self.cv3 = ConvAct(c_, c2, 1, 1, "none")
+        if down not in ("conv", "avg"):
+            raise ValueError(f"down must be conv or avg, got {down!r}")
+        if widths is not None and not (isinstance(widths, (list, tuple)) and len(widths) == 2
+                                       and all(_is_int(w) and w > 0 for w in widths)):
+            raise ValueError(f"widths must be two positive hidden channel counts [c_a, c_b], got {widths!r}")
+        ca, cb = widths or (int(c2 * e),) * 2
+        self.cv1 = ConvAct(c1, ca, 1, 1, "relu")
+        self.cv2 = ConvAct(ca, cb, 3, s, "relu")
+        self.cv3 = ConvAct(cb, c2, 1, 1, "none")
         self.att = make_attention(attention, c2, *args)
-        self.shortcut = ConvAct(c1, c2, 1, s, "none") if s != 1 or c1 != c2 else nn.Identity()
+        if s == 1 and c1 == c2:
+            self.shortcut = nn.Identity()
+        elif down == "avg":
+            pool = nn.AvgPool2d(2, s, ceil_mode=True, count_include_pad=False) if s != 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, ConvAct(c1, c2, 1, 1, "none"))
+        else:
+            self.shortcut = ConvAct(c1, c2, 1, s, "none")
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.att(self.cv3(self.cv2(self.cv1(x)))) + self.shortcut(x))
 
 
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expansion by ``t``, 3x3 depthwise conv, optional attention on the expanded features
-    (where Coordinate Attention's MobileNetV2 places it), linear 1x1 projection; residual when shapes allow."""
+class ResBasicBlock(nn.Module):
+    """ResNet-18/34 basic block: two 3x3 convolutions (the stride on the first), an optional attention module on the
+    second one's BatchNorm output before the residual sum (where ECA-Net puts its ECA module)."""
 
-    def __init__(self, c1: int, c2: int, s: int = 1, t: float = 6, attention: str | None = None, *args):
+    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args):
         super().__init__()
+        self.cv1 = ConvAct(c1, c2, 3, s, "relu")
+        self.cv2 = ConvAct(c2, c2, 3, 1, "none")
+        self.att = make_attention(attention, c2, *args)
+        self.shortcut = ConvAct(c1, c2, 1, s, "none") if s != 1 or c1 != c2 else nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.att(self.cv2(self.cv1(x))) + self.shortcut(x))
+
+
+ATTENTION_AT = ("expanded", "projection")  # InvertedResidual: after the depthwise conv, or after the projection
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expansion by ``t``, 3x3 depthwise conv, linear 1x1 projection; residual when shapes
+    allow. An optional attention module acts on the expanded features after the depthwise conv (``at="expanded"``,
+    where Coordinate Attention's MobileNetV2 places it) or on the projection's BatchNorm output before the residual
+    sum (``at="projection"``, ECA-Net's MobileNetV2); a YAML chooses with its top-level key ``attention_at``."""
+
+    def __init__(self, c1: int, c2: int, s: int = 1, t: float = 6, attention: str | None = None, *args,
+                 at: str = "expanded"):
+        super().__init__()
+        if at not in ATTENTION_AT:
+            raise ValueError(f"attention_at must be one of {', '.join(ATTENTION_AT)}, got {at!r}")
         c_ = int(round(c1 * t))
         self.cv1 = ConvAct(c1, c_, 1, 1, "relu6") if t != 1 else nn.Identity()
         self.cv2 = ConvAct(c_, c_, 3, s, "relu6", g=c_)
-        self.att = make_attention(attention, c_, *args)
+        self.at = at
+        self.att = make_attention(attention, c_ if at == "expanded" else c2, *args)
         self.cv3 = ConvAct(c_, c2, 1, 1, "none")
         self.add = s == 1 and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.cv3(self.att(self.cv2(self.cv1(x))))
+        if self.at == "expanded":
+            y = self.cv3(self.att(self.cv2(self.cv1(x))))
+        else:
+            y = self.att(self.cv3(self.cv2(self.cv1(x))))
         return x + y if self.add else y
 
 
@@ -158,10 +206,11 @@ class ClassificationLoss:
 
 # Blocks whose first argument is the output channel count (scaled by width_multiple).
 CHANNEL_BLOCKS = {"Conv": Conv, "ConvAct": ConvAct, "Bottleneck": Bottleneck, "C3": C3, "SPP": SPP, "SPPF": SPPF,
-                  "Focus": Focus, "ResBottleneck": ResBottleneck, "InvertedResidual": InvertedResidual}
+                  "Focus": Focus, "ResBottleneck": ResBottleneck, "ResBasicBlock": ResBasicBlock,
+                  "InvertedResidual": InvertedResidual}
 # Stage blocks: ``n`` blocks whose first one takes the row's stride (third argument) and channel change, the others
 # stride 1 from c2 to c2 (ResNet's and MobileNetV2's stages).
-STAGE_BLOCKS = (ResBottleneck, InvertedResidual)
+STAGE_BLOCKS = (ResBottleneck, ResBasicBlock, InvertedResidual)
 HEADS = {"Classify": Classify, "LinearHead": LinearHead}
 MODULES: dict[str, type[nn.Module]] = {**CHANNEL_BLOCKS, **HEADS, "Concat": Concat, **ATTENTION}
 YOLOV5_BLOCKS = (Conv, Bottleneck, C3, SPP, SPPF, Focus, Classify)  # initialised as YOLOv5 does (BN eps/momentum)
@@ -217,11 +266,56 @@ def yolov5_cls_yaml(sd: dict[str, torch.Tensor]) -> dict | None:
     return d
 
 
+def parse_ksize(ksize: str | list[int] | tuple[int, ...]) -> list[int]:
+    """ECA kernel sizes per stage from ECA-Net's ``--ksize`` form (``"3557"``: one digit per stage) or a list."""
+    if isinstance(ksize, str):
+        parts = ksize.replace(" ", "").split(",") if "," in ksize else list(ksize.strip())
+        if not parts or not all(x.isdigit() for x in parts):
+            raise ValueError(f"--ksize {ksize!r}: give one odd kernel size per stage as digits, e.g. 3557 "
+                             f"(or comma-separated: 3,5,5,7)")
+        ks = [int(x) for x in parts]
+    else:
+        ks = [int(k) for k in ksize]
+    if not ks or any(k < 1 or k % 2 == 0 for k in ks):
+        raise ValueError(f"--ksize {ksize!r}: ECA kernel sizes must be positive odd numbers, e.g. 3557")
+    return ks
+
+
+def with_ksize(d: dict, ksize: str | list[int] | None) -> dict:
+    """The model dict ``d`` with its ``k_size`` list replaced by ``ksize`` (ECA-Net's ``--ksize 3557``)."""
+    if ksize is None or ksize == "":
+        return d
+    where = d.get("yaml_file") or "model YAML"
+    ks = parse_ksize(ksize)
+    if "k_size" not in d:
+        raise ValueError(f"--ksize {ksize}: {where} has no 'k_size' key (only the ECA-Net YAMLs, e.g. "
+                         f"models/cls/eca-resnet50.yaml, take per-stage kernel sizes)")
+    if len(ks) != len(d["k_size"]):
+        raise ValueError(f"--ksize {ksize}: {where} has {len(d['k_size'])} kernel sizes (k_size: {d['k_size']}), "
+                         f"got {len(ks)}")
+    return {**d, "k_size": ks}
+
+
+def kernel_names(d: dict, where_file: str) -> dict[str, int]:
+    """The optional ``k_size`` key (odd kernel sizes, e.g. ECA-Net's per stage) as the names ``k1``, ``k2``...
+    that rows may use as arguments (``[256, 1, ECA, k1]``)."""
+    ks = d.get("k_size")
+    if ks is None:
+        return {}
+    if not (isinstance(ks, list) and ks and all(_is_int(k) and k >= 1 and k % 2 for k in ks)):
+        raise ModelYAMLError(f"{where_file}: 'k_size' must be a list of positive odd kernel sizes such as "
+                             f"[3, 5, 5, 7], got {ks!r}")
+    return {f"k{i + 1}": int(k) for i, k in enumerate(ks)}
+
+
 def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
     """Build the layers of a classification YAML dict; returns ``(nn.Sequential of layers, saved layer indices)``."""
     where_file = d.get("yaml_file") or "model YAML"
     nc, gd, gw = d["nc"], d["depth_multiple"], d["width_multiple"]
-    names = {"nc": nc}
+    names = {"nc": nc, **kernel_names(d, where_file)}
+    at = d.get("attention_at", "expanded")
+    if at not in ATTENTION_AT:
+        raise ModelYAMLError(f"{where_file}: 'attention_at' must be one of {', '.join(ATTENTION_AT)}, got {at!r}")
     rows = list(d["backbone"]) + list(d["head"])
     check_size_keys(d, where_file)
     check_multiples(d, where_file, rows)
@@ -234,6 +328,9 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
         n = max(round(n_yaml * gd), 1) if n_yaml > 1 else n_yaml
         check_layer_size(where, row[2], n, n_yaml, gd)
         shown = list(args)  # the layer table lists the YAML's arguments
+        kwargs = dict(args.pop()) if args and isinstance(args[-1], dict) else {}  # a trailing mapping: options
+        if m is InvertedResidual and at != "expanded":
+            kwargs.setdefault("at", at)
         try:
             c1 = sum(ch[x] for x in froms) if m in HEADS.values() else ch[f if isinstance(f, int) else froms[0]]
             if m in CHANNEL_BLOCKS.values():
@@ -260,16 +357,16 @@ def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Se
         rest = [c2, c2, 1, *args[3:]] if m in STAGE_BLOCKS and n > 1 else None
         if rest:
             check_layer_size(where, row[2], n, n_yaml, gd, c2, rest, m, c2)
-        layer_specs.append((i, f, froms, n, m, args, rest, where, shown))
+        layer_specs.append((i, f, froms, n, m, args, kwargs, rest, where, shown))
         ch = [c2] if i == 0 else [*ch, c2]
 
     layers, save = [], []
-    for i, f, froms, n, m, args, rest, where, shown in layer_specs:
+    for i, f, froms, n, m, args, kwargs, rest, where, shown in layer_specs:
         try:
             if rest:  # a stage: the first block strides and changes width, the rest keep both
-                m_ = nn.Sequential(m(*args), *(m(*rest) for _ in range(n - 1)))
+                m_ = nn.Sequential(m(*args, **kwargs), *(m(*rest, **kwargs) for _ in range(n - 1)))
             else:
-                m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
+                m_ = nn.Sequential(*(m(*args, **kwargs) for _ in range(n))) if n > 1 else m(*args, **kwargs)
         except ModelYAMLError:
             raise
         except (ValueError, TypeError, IndexError, KeyError) as e:
@@ -406,9 +503,14 @@ def main(argv: list[str] | None = None) -> ClassificationModel:
     parser.add_argument("--cfg", type=str, default="yolov5s-cls.yaml", help="model.yaml")
     parser.add_argument("--imgsz", type=int, default=None, help="image size for FLOPs (default: the YAML's imgsz)")
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
+    parser.add_argument("--ksize", type=str, default=None, help="ECA kernel size per stage of an ECA-Net YAML (3557)")
     opt = parser.parse_args(argv)
     device = torch.device("cpu" if opt.device == "cpu" else f"cuda:{opt.device}")
-    model = ClassificationModel(opt.cfg).to(device)  # layer table and summary at the YAML's image size
+    cfg = opt.cfg
+    if opt.ksize:
+        file = resolve_cls_cfg(cfg)
+        cfg = with_ksize({**load_cls_yaml(file), "yaml_file": str(file)}, opt.ksize)
+    model = ClassificationModel(cfg).to(device)  # layer table and summary at the YAML's image size
     if opt.imgsz and opt.imgsz != model.imgsz:
         model.info(imgsz=opt.imgsz)
     n, n_wo = count_params(model), count_params(model, norms=False)

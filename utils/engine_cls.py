@@ -29,6 +29,7 @@ from models.classify import (  # noqa: E402
     is_classification_yaml,
     load_cls_yaml,
     resolve_cls_cfg,
+    with_ksize,
 )
 from utils import offline  # noqa: F401  (must precede the engine import)
 from utils.clsdata import resolve_cls_data  # noqa: E402
@@ -94,12 +95,15 @@ def load_cls_hyp(path: str | Path | dict | None = None) -> dict[str, Any]:
 
 
 def build_classifier(model: str | Path, nc: int, cutoff: int | None = None, dropout: float | None = None,
-                     verbose: bool = True) -> ClassificationModel:
+                     verbose: bool = True, ksize: str | list[int] | None = None) -> ClassificationModel:
     """Our classifier from ``--model``: a classification YAML, a detection YAML (backbone cut at ``cutoff``, default
     10, plus YOLOv5's Classify head), or a ``.pt`` (a classifier, or a detector whose backbone weights are kept),
-    with ``nc`` outputs."""
+    with ``nc`` outputs. ``ksize`` (``"3557"``) replaces an ECA-Net YAML's per-stage ECA kernel sizes."""
     from utils.checkpoint import checkpoint_model, load_checkpoint, transfer_weights
 
+    if ksize and str(model).endswith(".pt"):
+        raise ValueError(f"--ksize {ksize}: {model} is a checkpoint whose kernel sizes are fixed; --ksize changes an "
+                         f"ECA-Net YAML (e.g. --model models/cls/eca-resnet50.yaml --ksize 3557)")
     if str(model).endswith(".pt"):
         src = checkpoint_model(load_checkpoint(model))
         if isinstance(src, ClassificationModel):
@@ -114,7 +118,7 @@ def build_classifier(model: str | Path, nc: int, cutoff: int | None = None, drop
         if is_classification_yaml(d):
             if cutoff:
                 raise ValueError(f"--cutoff {cutoff}: {cfg} is a classification YAML; --cutoff cuts detection models")
-            m = ClassificationModel(cfg, nc=nc, verbose=verbose)
+            m = ClassificationModel(with_ksize({**d, "yaml_file": str(cfg)}, ksize), nc=nc, verbose=verbose)
         else:
             m = ClassificationModel(cls_yaml_from_detection({**d, "yaml_file": str(cfg)}, nc, cutoff or 10),
                                     verbose=verbose)
@@ -159,7 +163,7 @@ class ClassifierTrainer(ResultsLog, AtomicCheckpoints, ClassificationTrainer):
     """
 
     def __init__(self, overrides: dict | None = None, hyp: str | Path | dict | None = None, cutoff: int | None = None,
-                 _callbacks=None):
+                 _callbacks=None, ksize: str | list[int] | None = None):
         hyp = load_cls_hyp(hyp)
         overrides = dict(overrides or {})
         self.recipe = {k: hyp[k] for k in (*OWN_NUMBERS, *BOOL_KEYS, "schedule", *LIST_KEYS) if k in hyp}
@@ -176,7 +180,7 @@ class ClassifierTrainer(ResultsLog, AtomicCheckpoints, ClassificationTrainer):
             overrides["data"] = str(resolve_cls_data(overrides["data"]))  # a folder, or a named dataset (made once)
         super().__init__(overrides=overrides, _callbacks=_callbacks)
         self.model = build_classifier(self.args.model, self.data["nc"], cutoff, dropout if dropout is not None else
-                                      hyp.get("dropout"), verbose=RANK in {-1, 0})
+                                      hyp.get("dropout"), verbose=RANK in {-1, 0}, ksize=ksize)
 
     resume_command = None  # classify/train.py has no --resume
     results_columns, results_panels, results_width = CLASSIFY_COLUMNS, CLASSIFY_PANELS, 23
