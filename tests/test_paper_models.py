@@ -15,6 +15,7 @@ import yaml
 from models import paper_blocks as pb
 from models.yolo import PAPER_BLOCK_SET, YOLOV5_BLOCKS, Model, ModelYAMLError, block_set_of, resolve_cfg
 from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
+from utils.backend import yolov5_to_engine
 
 PAPER = Path(__file__).resolve().parents[1] / "models" / "hub" / "ema-paper"
 REFERENCE = json.loads((Path(__file__).resolve().parent / "data" / "ema_paper_reference.json").read_text())
@@ -196,7 +197,9 @@ def test_onnx_export_matches_pytorch(tmp_path, name, override, hw):
     with torch.no_grad():
         ref = model(x)[0].numpy()
     session = ort.InferenceSession(str(out["onnx"]["file"]), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"images": x.numpy()})[0]
+    y = session.run(None, {"images": x.numpy()})[0]  # YOLOv5's layout (batch, anchors, 5 + nc)
+    assert y.shape == (ref.shape[0], ref.shape[2], ref.shape[1] + 1)
+    y = yolov5_to_engine(torch.from_numpy(y)).numpy()  # boxes, obj x cls: the PyTorch model's (batch, 4 + nc, anchors)
     assert y.shape == ref.shape
     scale = np.abs(ref).max(axis=(0, 2), keepdims=True) + 1  # boxes are in pixels, scores in [0, 1]
     assert (np.abs(y - ref) / scale).max() < 1e-4
