@@ -64,8 +64,8 @@ def settings_of(opt: argparse.Namespace) -> dict:
     recipe = {"data": resolve_data(opt.data), "hyp": opt.hyp, "epochs": opt.epochs or (15 if demo else 300),
               "imgsz": opt.imgsz or (192 if demo else 640), "batch_size": opt.batch_size, "optimizer": opt.optimizer,
               "weights": opt.weights, "extra": list(opt.train_args)}
-    return {"cfgs": [str(resolve_cfg(c).resolve()) for c in opt.cfg], "attention": list(attention), "seeds": list(opt.seeds),
-            "recipe": recipe, "workers": opt.workers}
+    return {"cfgs": [str(resolve_cfg(c).resolve()) for c in opt.cfg], "attention": list(attention),
+            "seeds": list(opt.seeds), "recipe": recipe, "workers": opt.workers}
 
 
 def run(opt: argparse.Namespace, **kwargs) -> Path:
