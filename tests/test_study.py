@@ -212,3 +212,22 @@ def test_paper_numbers_beside_on_coco():
     md = st.markdown(rows, settings, "coco")
     assert "paper mAP@.5:.95" in md and "| 38.4 |" in md and "GFLOPs@640" in md
     assert st.module_of("yolov5s-ema") == "EMA" and st.module_of("yolov5s") == ""
+
+
+def test_failed_run_is_reported_and_retried_by_the_same_command(tiny, tmp_path):
+    argv = TINY + ["--data", str(tiny), "--project", str(tmp_path)]
+
+    class Failing(Counter):
+        def __call__(self, argv, log, gpu):
+            if "yolov5n-eca-s0" in argv:
+                self.calls.append((list(argv), gpu))
+                return 1
+            return super().__call__(argv, log, gpu)
+
+    with pytest.raises(st.StudyError, match=r"1 run\(s\) failed: yolov5n-eca-s0"):
+        study.run(study.parse_opt(argv), launch=Failing(fake=True), latency_repeats=1)
+    d = tmp_path / "exp"
+    assert (d / "study.md").is_file() and "| yolov5n-eca | " in (d / "study.md").read_text()  # the table so far
+    again = Counter(fake=True)
+    assert study.run(study.parse_opt(argv), launch=again, latency_repeats=1) == d
+    assert again.trained() == ["yolov5n-eca-s0"]

@@ -462,13 +462,13 @@ def _f(v: float, fmt: str = ".1f") -> str:
 
 
 def _pm(mean: float, std: float) -> str:
-    return _f(mean) if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+    return _f(mean, ".2f") if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
 def _diff(d: float, lo: float, hi: float) -> str:
     if math.isnan(d):
         return "—"
-    return f"{d:+.1f}" + ("" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]")
+    return f"{d:+.2f}" + ("" if math.isnan(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
 
 
 def markdown(rows: list[dict[str, Any]], settings: dict, paper: str | None, elapsed_s: float | None = None) -> str:
@@ -544,7 +544,7 @@ def plot_curves(runs: dict[str, Path], file: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    models = sorted({n.rsplit("-s", 1)[0] for n in runs})
+    models = list(dict.fromkeys(n.rsplit("-s", 1)[0] for n in runs))  # the table's order
     colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
     styles = ["-", "--", ":", "-."]
     for name, run in runs.items():
