@@ -231,3 +231,11 @@ def test_failed_run_is_reported_and_retried_by_the_same_command(tiny, tmp_path):
     again = Counter(fake=True)
     assert study.run(study.parse_opt(argv), launch=again, latency_repeats=1) == d
     assert again.trained() == ["yolov5n-eca-s0"]
+
+
+def test_unknown_module_is_one_error_before_any_folder(tiny, tmp_path, capsys):
+    argv = ["--attention", "NoSuchAttention", "--data", str(tiny), "--project", str(tmp_path)]
+    line = one_error(study.main, argv, capsys)
+    assert "NoSuchAttention" in line and "known modules" in line and not list(tmp_path.iterdir())
+    line = one_error(study.main, ["--attention", "EMA@99", "--data", str(tiny), "--project", str(tmp_path)], capsys)
+    assert "99" in line and not list(tmp_path.iterdir())

@@ -585,10 +585,13 @@ def run_study(settings: dict, project: Path, name: str = "exp", exist_ok: bool =
 
     ``launch(argv, log, gpu)`` runs one train.py (default: a subprocess); the tests count and fake it.
     """
+    from models.insert import attention_cfg
     from utils.rundir import release_run_dir
 
     if ray:
         check_ray()
+    for spec in settings["attention"]:  # a bad module name or site fails here, before a folder is made
+        attention_cfg(settings["cfgs"][0], spec)
     t0 = time.time()
     d = study_dir(project / name, settings, exist_ok)
     try:
