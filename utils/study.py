@@ -495,9 +495,9 @@ def markdown(rows: list[dict[str, Any]], settings: dict, paper: str | None, elap
     foot = [
         "",
         f"Data {Path(r['data']).name}, {r['epochs']} epochs at {r['imgsz']} px, batch {r['batch_size']}, hyp "
-        f"{r.get('hyp') or 'train.py default'}, seeds {', '.join(map(str, seeds))}. mAP in percent: mean ± sample std "
-        "over seeds, "
-        "each seed's value from its epoch of best fitness (0.1·mAP@.5 + 0.9·mAP@.5:.95, the weights of best.pt).",
+        f"{r.get('hyp') or 'train.py default for the data'}, seeds {', '.join(map(str, seeds))}. mAP in percent: "
+        "mean ± sample std over seeds, each seed's value from its epoch of best fitness (0.1·mAP@.5 + "
+        "0.9·mAP@.5:.95, the weights of best.pt).",
         f"Δ: difference to the baseline ({rows[0]['model']}) with a 95% paired t-interval over seeds (two-sided "
         "Student t on the per-seed differences, same seed baseline vs model, df = pairs − 1; no interval with one "
         "pair).",
@@ -508,7 +508,7 @@ def markdown(rows: list[dict[str, Any]], settings: dict, paper: str | None, elap
         foot.append(f"paper: the EMA paper's Table 2 ({PAPER_BASE[paper]}, 300 epochs at 640, GFLOPs at 640), by "
                     "attention module.")
     if elapsed_s is not None:
-        foot.append(f"Study wall time: {elapsed_s / 60:.1f} min.")
+        foot.append(f"Wall time of this call of study.py: {elapsed_s / 60:.1f} min.")
     return "\n".join(lines + foot) + "\n"
 
 
