@@ -334,6 +334,25 @@ def load_detector(weights: str | list[str], device: torch.device, half: bool, ve
     return load_backend(w, device=device, half=half, fuse=True, verbose=verbose)
 
 
+def names_for(names: dict[int, str], data: str) -> dict[int, str]:
+    """``--data``: the data YAML's class names stand in for an export's placeholder names (``class0``...), as in
+    YOLOv5; weights that carry their own names keep them."""
+    import yaml
+
+    from utils.engine import resolve_data
+
+    file = Path(resolve_data(data))
+    given = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("names") if file.is_file() else None
+    if given is None:
+        raise FileNotFoundError(f"--data {data}: no data YAML with 'names' found")
+    given = dict(enumerate(given)) if isinstance(given, list) else {int(k): str(v) for k, v in given.items()}
+    if any(v != f"class{k}" for k, v in names.items()):
+        return names
+    if len(given) != len(names):
+        raise ValueError(f"--data {data}: {len(given)} class names, but the weights predict {len(names)} classes")
+    return given
+
+
 def write_csv(file: Path, image: str, det: torch.Tensor, names: dict[int, str]) -> int:
     """YOLOv5's ``--save-csv``: one row per detection, columns Image Name, Prediction, Confidence; returns the rows."""
     import csv
@@ -512,8 +531,10 @@ def run(
     hide_conf: bool = False,
     half: bool = False,
     vid_stride: int = 1,
+    data: str | Path | None = None,
 ) -> Path:
-    """Detect objects in ``source`` and save the results; returns the run directory (``runs/detect/exp*``)."""
+    """Detect objects in ``source`` and save the results; returns the run directory (``runs/detect/exp*``).
+    ``data``: a data YAML whose class names replace an export's placeholders (``--data``)."""
     from ultralytics.utils.checks import check_imshow
     from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import scale_boxes
@@ -541,6 +562,8 @@ def run(
     weights = [str(resolve_weights(w)) for w in weights] if isinstance(weights, list) else str(resolve_weights(weights))
     backend = load_detector(weights, dev, half)
     stride, names, pt = int(backend.stride), backend.names, backend.format == "pt"
+    if data:
+        names = names_for(names, data)
     dynamic = bool(backend.metadata.get("dynamic")) if not pt else True
     from models.experimental import Ensemble
 
@@ -637,6 +660,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hide-conf", default=False, action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    p.add_argument("--data", type=str, default=None,
+                   help="(optional) dataset.yaml: class names for weights that carry none (an export without metadata)")
+    p.add_argument("--dnn", action="store_true", help="OpenCV DNN for ONNX inference (not used, see the line printed)")
+    p.add_argument("--update", action="store_true",
+                   help="strip optimizers from the weights (nothing to do: train.py saves them stripped)")
     return p.parse_args(argv)
 
 
@@ -646,9 +674,17 @@ def main(argv: list[str] | None = None) -> int:
 
     opt = parse_opt(argv)
     log("detect: " + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
+    options = vars(opt).copy()
+    if options.pop("dnn"):
+        from utils.cli import DNN_NOTE
+
+        log(DNN_NOTE)
+    if options.pop("update"):
+        log("--update: nothing to do: train.py strips the optimizer from last.pt and best.pt when training ends, and "
+            "weights are never rewritten by detect.py")
     with user_errors():
         try:
-            run(**vars(opt))
+            run(**options)
         except ConnectionError as e:  # stream/webcam failures: a clear message, not a stack trace
             raise ValueError(f"--source {opt.source}: {e}") from None
     return 0

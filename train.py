@@ -75,6 +75,14 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="W&B bounding-box image logging interval (not used, see the line printed)")
     p.add_argument("--artifact_alias", type=str, default="latest",
                    help="W&B dataset artifact version (not used, see the line printed)")
+    p.add_argument("--ndjson-console", action="store_true", help="log each epoch's metrics as a JSON line")
+    p.add_argument("--ndjson-file", action="store_true", help="append each epoch's metrics to results.ndjson")
+    # YOLOv5 v7.0's options of its population-based evolution and of its cloud storage: accepted, one line each
+    p.add_argument("--evolve_population", type=str, default=None,
+                   help="folder of YOLOv5's population-based evolution (not used, see the line printed)")
+    p.add_argument("--resume_evolve", type=str, default=None,
+                   help="YOLOv5's evolution population file to resume from (not used, see the line printed)")
+    p.add_argument("--bucket", type=str, default="", help="gsutil bucket for --evolve (not used, see the line printed)")
     p.add_argument("--allow-data-scripts", action="store_true",
                    help="let the --data YAML's download: script (Python or bash) run; without it only URLs and this "
                         "project's preparers are used")
@@ -206,12 +214,15 @@ def run(**options):
         setup = {"overrides": engine_overrides(opt, cfg), "hyp": hyp, "weights": opt.weights or None,
                  "autoanchor": not opt.noautoanchor, "sync_bn": opt.sync_bn}
     if opt.evolve is not None:  # many short trainings instead of one; returns the evolution folder
+        from ultralytics.utils import LOGGER
+
         from utils.evolve import evolve
+        from utils.train_options import unused_evolve_note
 
         if opt.image_weights or opt.quad:
-            from ultralytics.utils import LOGGER
-
             LOGGER.warning("--image-weights/--quad: not applied to the trainings of --evolve")
+        if unused_evolve_note(opt):
+            LOGGER.info(unused_evolve_note(opt))
 
         return evolve(opt, setup)
     with all_cores(), no_empty_run_dir(setup["overrides"].get("save_dir")):
@@ -225,15 +236,16 @@ def add_batch_options(trainer, opt: argparse.Namespace) -> None:
     """--image-weights, --quad (utils/train_options.py) on the trainer; the W&B options' line."""
     from ultralytics.utils import LOGGER
 
-    from utils.train_options import use_image_weights, use_quad, wandb_note
+    from utils.train_options import unused_evolve_note, use_image_weights, use_quad, wandb_note
 
     if opt.image_weights:
         use_image_weights(trainer)
     if opt.quad:
         use_quad(trainer)
-    note = wandb_note(opt)
-    if note:
-        LOGGER.info(note)
+    trainer.ndjson_console, trainer.ndjson_file = opt.ndjson_console, opt.ndjson_file
+    for note in (wandb_note(opt), unused_evolve_note(opt)):
+        if note:
+            LOGGER.info(note)
 
 
 def local_rank_to_env(opt: argparse.Namespace) -> None:

@@ -44,6 +44,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--dnn", action="store_true", help="OpenCV DNN for ONNX inference (not used, see the line printed)")
     p.add_argument("--allow-data-scripts", action="store_true",
                    help="let the --data YAML's download: script (Python or bash) run; without it only URLs and this "
                         "project's preparers are used")
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     from utils.cli import user_errors
 
     opt = parse_opt(argv)
+    if opt.dnn:
+        from utils.cli import DNN_NOTE
+
+        print(DNN_NOTE, file=sys.stderr)
     with user_errors():
         run(data=opt.data, weights=opt.weights, batch_size=opt.batch_size, imgsz=opt.imgsz, conf_thres=opt.conf_thres,
             iou_thres=opt.iou_thres, max_det=opt.max_det, task=opt.task, device=opt.device, workers=opt.workers,

@@ -311,3 +311,32 @@ def test_wandb_options_parse_and_say_what_they_do(monkeypatch):
     assert "\n" not in note and "not used" in note and "wandb is not installed" in note
     assert all(f"--{k}" in note for k in ("bbox_interval", "entity", "upload_dataset", "artifact_alias"))
     assert wandb_note(train.parse_opt([])) is None
+
+
+def test_yolov5_v7_options_are_accepted_and_say_what_they_do(capsys, tmp_path, log_records):
+    from utils.train_options import unused_evolve_note
+
+    opt = train.parse_opt(["--evolve_population", "pop", "--resume_evolve", "e.csv", "--bucket", "b",
+                           "--ndjson-console", "--ndjson-file"])
+    assert opt.ndjson_console and opt.ndjson_file
+    note = unused_evolve_note(opt)
+    assert "\n" not in note and "not used" in note
+    assert all(f"--{k}" in note for k in ("evolve_population", "resume_evolve", "bucket"))
+    assert unused_evolve_note(train.parse_opt([])) is None
+
+    assert val.parse_opt(["--dnn"]).dnn and detect.parse_opt(["--dnn", "--update"]).update
+    with pytest.raises(SystemExit):  # past the option, the run fails on the missing weights
+        detect.main(["--dnn", "--update", "--weights", str(tmp_path / "none.pt"), "--source", str(tmp_path)])
+    logged = " ".join(message for _, message in log_records)
+    assert "--dnn: not used" in logged and "--update: nothing to do" in logged
+
+
+def test_detect_data_names_replace_placeholders_only(tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text("names: [cat, dog]\n")
+    assert detect.names_for({0: "class0", 1: "class1"}, str(f)) == {0: "cat", 1: "dog"}
+    assert detect.names_for({0: "a", 1: "b"}, str(f)) == {0: "a", 1: "b"}  # weights' own names win
+    with pytest.raises(ValueError, match="2 class names, but the weights predict 3"):
+        detect.names_for({i: f"class{i}" for i in range(3)}, str(f))
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        detect.names_for({0: "class0"}, str(tmp_path / "missing.yaml"))

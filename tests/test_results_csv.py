@@ -43,6 +43,7 @@ def trainer_for(tiny: Path, project: Path, *extra: str) -> YOLOv5Trainer:
 def run(tiny, tmp_path_factory):
     """Two epochs of yolov5n at 64 px; the optimizer's learning rates by group name as each epoch ends."""
     t = trainer_for(tiny, tmp_path_factory.mktemp("runs"))
+    train.add_batch_options(t, train.parse_opt(["--ndjson-file"]))  # how train.py hands its flags to the trainer
     lrs = []
     t.add_callback("on_train_epoch_end", lambda tr: lrs.append({g["param_group"]: g["lr"]
                                                                 for g in tr.optimizer.param_groups}))
@@ -70,6 +71,17 @@ def test_results_csv_has_yolov5_columns_and_format(run):
     assert (save_dir / "results.png").stat().st_size > 10_000
     ckpt = torch.load(save_dir / "weights/last.pt", weights_only=False)
     assert ckpt["train_results"]["metrics/mAP_0.5"] == data["metrics/mAP_0.5"]  # stored under YOLOv5's names
+
+
+def test_ndjson_file_holds_the_csv_rows(run):
+    import json
+
+    save_dir, _ = run
+    rows = [json.loads(line) for line in (save_dir / "results.ndjson").read_text().splitlines()]
+    data = read_results(save_dir / "results.csv")
+    assert [r["epoch"] for r in rows] == [0, 1] and list(rows[0]) == YOLOV5_COLUMNS
+    for k in YOLOV5_COLUMNS[1:]:
+        assert [r[k] for r in rows] == pytest.approx(data[k], rel=1e-4)  # the csv rounds to 5 significant digits
 
 
 def test_pandas_reads_it_as_yolov5_users_do(run):

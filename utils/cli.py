@@ -57,6 +57,9 @@ def describe(e: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", " ".join(parts))
 
 
+DNN_NOTE = "--dnn: not used: ONNX files run on ONNX Runtime here, not on OpenCV DNN"
+
+
 class ArgumentError(ValueError):
     """A command-line value out of range; the message names the flag and the values it takes."""
 

@@ -126,6 +126,8 @@ class ResultsLog:
     results_panels = DETECT_PANELS
     results_width = 20  # YOLOv5's detection csv: %20s / %20.5g (its classifier's: 23)
     tensorboard = True
+    ndjson_console = False  # train.py --ndjson-console: each epoch's row as one JSON line in the log
+    ndjson_file = False  # train.py --ndjson-file: ... appended to results.ndjson in the run folder
 
     def __init__(self, *args, **kwargs):
         # The engine's own TensorBoard callback logs the engine's names into the same folder: ours replaces it.
@@ -165,6 +167,21 @@ class ResultsLog:
         with open(self.csv, "a", encoding="utf-8") as f:
             f.write(head + row_line(self.epoch, list(row.values()), self.results_width))
         self._log_tensorboard(row)
+        self._log_ndjson(row)
+
+    def _log_ndjson(self, row: dict[str, float]) -> None:
+        """YOLOv5's NDJSON logging: the epoch and its row, one JSON object a line (NaN as null)."""
+        if not (self.ndjson_console or self.ndjson_file):
+            return
+        import json
+        import math
+
+        line = json.dumps({"epoch": self.epoch, **{k: None if math.isnan(v) else v for k, v in row.items()}})
+        if self.ndjson_console:
+            LOGGER.info(line)
+        if self.ndjson_file:
+            with open(self.csv.with_name("results.ndjson"), "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def read_results_csv(self):
         """results.csv as {stripped name: values} (the engine stores it in checkpoints as ``train_results``)."""

@@ -196,3 +196,12 @@ def wandb_note(opt) -> str | None:
         return (f"{', '.join(given)}: W&B options of YOLOv5's own logger; here the engine's W&B callback logs when "
                 f"enabled ('yolo settings wandb=True') and these options are not used")
     return f"{', '.join(given)}: not used: W&B logging is off (wandb is not installed; pip install wandb to use it)"
+
+
+def unused_evolve_note(opt) -> str | None:
+    """One line on YOLOv5 v7.0's population-evolution and bucket options when any is given."""
+    given = [f"--{k}" for k in ("evolve_population", "resume_evolve", "bucket") if getattr(opt, k, None)]
+    if not given:
+        return None
+    return (f"{', '.join(given)}: not used: --evolve here is YOLOv5's mutation search, which continues when the same "
+            f"command is run again (runs/evolve/exp*/evolve.csv), and stores nothing in cloud buckets")
