@@ -288,7 +288,8 @@ def test_image_weights_refuse_ddp(assets, tmp_path, cli_error, monkeypatch):
 def test_local_rank_sets_local_rank_env(argv, monkeypatch):
     import os
 
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # recorded, so that teardown removes what the test sets
+    monkeypatch.delenv("LOCAL_RANK")
     opt = train.parse_opt(argv)
     assert opt.local_rank == 1
     train.local_rank_to_env(opt)
