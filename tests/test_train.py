@@ -144,10 +144,13 @@ def test_crash_while_saving_keeps_last_checkpoint(shapes, tmp_path, monkeypatch)
         raise OSError("No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", crash)
-    with pytest.raises(OSError, match="No space"):
+    from utils.engine import CheckpointSaveError
+
+    with pytest.raises(CheckpointSaveError, match="No space left on device; training stopped, the previous last.pt"):
         t.save_model()
     monkeypatch.undo()
     assert last.read_bytes() == good
+    assert not list(last.parent.glob("*.tmp"))  # the half-written temporary file is removed
     torch.load(last, weights_only=False)  # still a valid checkpoint
 
 

@@ -19,6 +19,7 @@ from models.common import C3TR, BottleneckCSP, Contract, Conv, Expand, GhostBott
 from models.yolo import Model, ModelYAMLError, parse_activation, resolve_cfg
 from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
 from tests.helpers import shapes_data
+from utils.backend import yolov5_to_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "models" / "hub"
@@ -310,7 +311,9 @@ def test_onnx_export_matches_pytorch(tmp_path, name, override, hw):
     # yolov3-tiny's ZeroPad2d + MaxPool2d(2, 1) would differ from the (correct) exported graph: test without it
     session = ort.InferenceSession(str(out["onnx"]["file"]), providers=["CPUExecutionProvider"],
                                    disabled_optimizers=["Pad_Fusion"])
-    y = session.run(None, {"images": x.numpy()})[0]
+    y = session.run(None, {"images": x.numpy()})[0]  # YOLOv5's layout (batch, anchors, 5 + nc)
+    assert y.shape == (ref.shape[0], ref.shape[2], ref.shape[1] + 1)
+    y = yolov5_to_engine(torch.from_numpy(y)).numpy()  # boxes, obj x cls: the PyTorch model's (batch, 4 + nc, anchors)
     assert y.shape == ref.shape
     scale = np.abs(ref).max(axis=(0, 2), keepdims=True) + 1  # boxes are in pixels, scores in [0, 1]
     assert (np.abs(y - ref) / scale).max() < 1e-4
