@@ -36,8 +36,9 @@ from ultralytics.utils import LOGGER  # noqa: E402
 from ultralytics.utils.ops import make_divisible  # noqa: E402
 from ultralytics.utils.torch_utils import initialize_weights  # noqa: E402
 
-from models.attention import ATTENTION, build_attention  # noqa: E402
+from models.attention import ATTENTION  # noqa: E402
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus  # noqa: E402
+from models.resnet import ACTIVATIONS, ConvAct, ResBasicBlock, ResBottleneck, make_attention  # noqa: E402,F401
 from models.yolo import (  # noqa: E402
     MAX_CLASSES,
     Model,
@@ -46,83 +47,13 @@ from models.yolo import (  # noqa: E402
     check_layer_size,
     check_multiples,
     check_size_keys,
+    kernel_names,
     read_row,
     resolve_cfg,
 )
 from utils import offline  # noqa: E402,F401  (keeps the engine offline before it is imported)
 
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "backbone", "head")
-ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "hardswish": nn.Hardswish}
-
-
-def make_attention(name: str | None, c1: int, *args) -> nn.Module:
-    """An attention module of the registry by name (``None`` or ``''``: identity), for ``c1`` channels."""
-    if not name:
-        return nn.Identity()
-    if not isinstance(name, str):
-        raise ValueError(f"attention must be a module name such as EMA or CA, got {name!r}")
-    return build_attention(name, c1, *args)
-
-
-class ConvAct(Conv):
-    """YOLOv5's Conv (conv, BatchNorm) with a named activation: ``relu``, ``relu6``, ``silu``, ``hardswish`` or
-    ``none``, for networks that are not built on SiLU."""
-
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, act: str = "relu", g: int = 1):
-        if str(act).lower() not in (*ACTIVATIONS, "none"):
-            raise ValueError(f"unknown activation '{act}'; choose one of {', '.join(ACTIVATIONS)}, none")
-        super().__init__(c1, c2, k, s, None, g, act=ACTIVATIONS[act.lower()]() if act.lower() != "none" else False)
-
-
-class ResBottleneck(nn.Module):
-    """ResNet bottleneck (v1.5: the stride on the 3x3), with an optional attention module on the block's last
-    convolution output, before the residual sum (where the NAM/CBAM code used for Table 1 places it).
-
-    Keyword options (a trailing mapping in the YAML row, e.g. ``[2048, 2, ECA, 7, {down: avg}]``): ``down="avg"``
-    makes the projection shortcut ResNet-D's (a 2x2 average pool with the stride, then a stride-1 1x1 conv + BN;
-    timm's ``avg_down``) instead of a strided 1x1 conv; ``widths=[c_a, c_b]`` sets the two hidden widths (after the
-    first 1x1 and the 3x3 conv; default ``c2 * e`` both), as pruned networks have them."""
-
-    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args, e: float = 0.25,
-                 down: str = "conv", widths: list[int] | None = None):
-        super().__init__()
-        if down not in ("conv", "avg"):
-            raise ValueError(f"down must be conv or avg, got {down!r}")
-        if widths is not None and not (isinstance(widths, (list, tuple)) and len(widths) == 2
-                                       and all(_is_int(w) and w > 0 for w in widths)):
-            raise ValueError(f"widths must be two positive hidden channel counts [c_a, c_b], got {widths!r}")
-        ca, cb = widths or (int(c2 * e),) * 2
-        self.cv1 = ConvAct(c1, ca, 1, 1, "relu")
-        self.cv2 = ConvAct(ca, cb, 3, s, "relu")
-        self.cv3 = ConvAct(cb, c2, 1, 1, "none")
-        self.att = make_attention(attention, c2, *args)
-        if s == 1 and c1 == c2:
-            self.shortcut = nn.Identity()
-        elif down == "avg":
-            pool = nn.AvgPool2d(2, s, ceil_mode=True, count_include_pad=False) if s != 1 else nn.Identity()
-            self.shortcut = nn.Sequential(pool, ConvAct(c1, c2, 1, 1, "none"))
-        else:
-            self.shortcut = ConvAct(c1, c2, 1, s, "none")
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.att(self.cv3(self.cv2(self.cv1(x)))) + self.shortcut(x))
-
-
-class ResBasicBlock(nn.Module):
-    """ResNet-18/34 basic block: two 3x3 convolutions (the stride on the first), an optional attention module on the
-    second one's BatchNorm output before the residual sum (where ECA-Net puts its ECA module)."""
-
-    def __init__(self, c1: int, c2: int, s: int = 1, attention: str | None = None, *args):
-        super().__init__()
-        self.cv1 = ConvAct(c1, c2, 3, s, "relu")
-        self.cv2 = ConvAct(c2, c2, 3, 1, "none")
-        self.att = make_attention(attention, c2, *args)
-        self.shortcut = ConvAct(c1, c2, 1, s, "none") if s != 1 or c1 != c2 else nn.Identity()
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.att(self.cv2(self.cv1(x))) + self.shortcut(x))
 
 
 ATTENTION_AT = ("expanded", "projection")  # InvertedResidual: after the depthwise conv, or after the projection
@@ -294,18 +225,6 @@ def with_ksize(d: dict, ksize: str | list[int] | None) -> dict:
         raise ValueError(f"--ksize {ksize}: {where} has {len(d['k_size'])} kernel sizes (k_size: {d['k_size']}), "
                          f"got {len(ks)}")
     return {**d, "k_size": ks}
-
-
-def kernel_names(d: dict, where_file: str) -> dict[str, int]:
-    """The optional ``k_size`` key (odd kernel sizes, e.g. ECA-Net's per stage) as the names ``k1``, ``k2``...
-    that rows may use as arguments (``[256, 1, ECA, k1]``)."""
-    ks = d.get("k_size")
-    if ks is None:
-        return {}
-    if not (isinstance(ks, list) and ks and all(_is_int(k) and k >= 1 and k % 2 for k in ks)):
-        raise ModelYAMLError(f"{where_file}: 'k_size' must be a list of positive odd kernel sizes such as "
-                             f"[3, 5, 5, 7], got {ks!r}")
-    return {f"k{i + 1}": int(k) for i, k in enumerate(ks)}
 
 
 def parse_cls_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:

@@ -55,6 +55,7 @@ from models.common import (
     GhostBottleneck,
     GhostConv,
 )
+from models.resnet import ConvAct, ResBasicBlock, ResBottleneck
 from utils import offline
 from utils.autoanchor import check_anchor_order
 
@@ -327,16 +328,20 @@ MODULES: dict[str, type[nn.Module]] = {
     "Bottleneck": Bottleneck, "BottleneckCSP": BottleneckCSP, "GhostBottleneck": GhostBottleneck,
     "C3": C3, "C3x": C3x, "C3TR": C3TR, "C3SPP": C3SPP, "C3Ghost": C3Ghost, "SPP": SPP, "SPPF": SPPF,
     "Concat": Concat, "Contract": Contract, "Expand": Expand, "Detect": Detect, **ATTENTION,
+    "ConvAct": ConvAct, "ResBottleneck": ResBottleneck, "ResBasicBlock": ResBasicBlock,  # ResNet backbones
 }
 # Layers built as ``m(c1, c2, *args)``: the YAML's first argument is the output channel count, scaled by
 # ``width_multiple`` and rounded up to a multiple of 8 (or of the YAML's ``channel_multiple``).
 CHANNEL_BLOCKS: set[type[nn.Module]] = {
     Conv, DWConv, GhostConv, CrossConv, Focus, Bottleneck, BottleneckCSP, GhostBottleneck,
-    C3, C3x, C3TR, C3SPP, C3Ghost, SPP, SPPF, nn.ConvTranspose2d,
+    C3, C3x, C3TR, C3SPP, C3Ghost, SPP, SPPF, nn.ConvTranspose2d, ConvAct, ResBottleneck, ResBasicBlock,
 }
 # Of those, the blocks whose YAML ``number`` (scaled by ``depth_multiple``) is their inner repeat count, passed as the
 # third constructor argument. Any other layer with a number n > 1 is stacked n times in an nn.Sequential.
 REPEAT_BLOCKS: set[type[nn.Module]] = {BottleneckCSP, C3, C3x, C3TR, C3Ghost}
+# Stage blocks ``m(c1, c2, s, ...)``: a number n > 1 builds a ResNet stage, the first block with the row's stride and
+# channel change, the other n - 1 stride 1 from c2 to c2 (as models/classify.py builds them).
+STAGE_BLOCKS: set[type[nn.Module]] = {ResBottleneck, ResBasicBlock}
 # Layers built from their input channel count alone.
 INPUT_CHANNEL_LAYERS: set[type[nn.Module]] = {nn.BatchNorm2d}
 
@@ -473,6 +478,18 @@ def check_required_keys(d: dict, where: str) -> None:
     if missing:
         raise ModelYAMLError(f"{where}: missing key(s) {', '.join(missing)}; a YOLOv5 model YAML needs "
                              f"{', '.join(REQUIRED_KEYS)}")
+
+
+def kernel_names(d: dict, where_file: str) -> dict[str, int]:
+    """The optional ``k_size`` key (odd kernel sizes, e.g. ECA-Net's per stage) as the names ``k1``, ``k2``...
+    that rows may use as arguments (``[256, 1, ECA, k1]``)."""
+    ks = d.get("k_size")
+    if ks is None:
+        return {}
+    if not (isinstance(ks, list) and ks and all(_is_int(k) and k >= 1 and k % 2 for k in ks)):
+        raise ModelYAMLError(f"{where_file}: 'k_size' must be a list of positive odd kernel sizes such as "
+                             f"[3, 5, 5, 7], got {ks!r}")
+    return {f"k{i + 1}": int(k) for i, k in enumerate(ks)}
 
 
 def _resolve_module(name, where: str, modules: dict[str, type[nn.Module]]) -> type[nn.Module]:
@@ -702,7 +719,7 @@ def check_layers(d: dict, where_file: str) -> None:
 
     Rows malformed in themselves (shape, module name, 'from') are left to parse_model, which names their problem.
     """
-    names = {"nc": d["nc"], "anchors": d["anchors"]}
+    names = {"nc": d["nc"], "anchors": d["anchors"], **kernel_names(d, where_file)}
     blocks = block_set_of(d, where_file)
     for i, row in enumerate(d["backbone"] + d["head"]):
         if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[2], str)):
@@ -808,7 +825,7 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     anchors = d["anchors"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, (list, tuple)) else anchors
     no = na * (nc + 5)
-    names = {"nc": nc, "anchors": anchors}
+    names = {"nc": nc, "anchors": anchors, **kernel_names(d, where_file)}
     blocks = block_set_of(d, where_file)
     if verbose:
         if blocks is not YOLOV5_BLOCKS:
@@ -838,6 +855,8 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         except (ValueError, TypeError, IndexError, AssertionError) as e:
             raise failed(e, where, row[2]) from e
         check_layer_size(where, row[2], n, n_yaml, gd, c2, args, m, c_in[0])
+        if m in STAGE_BLOCKS and n_build > 1:
+            check_layer_size(where, row[2], n, n_yaml, gd, c2, [c2, c2, 1, *args[3:]], m, c2)
         layer_specs.append((i, f, froms, n, n_build, m, args, where, row[2]))
         if i == 0:
             ch = []
@@ -847,7 +866,10 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     for i, f, froms, n_, n, m, args, where, m_name in layer_specs:
         try:
             with default_activation(act):
-                m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
+                if m in STAGE_BLOCKS and n > 1:  # a ResNet stage: only the first block strides and changes width
+                    m_ = nn.Sequential(m(*args), *(m(args[1], args[1], 1, *args[3:]) for _ in range(n - 1)))
+                else:
+                    m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
         except ModelYAMLError:
             raise
         except (ValueError, TypeError, IndexError, AssertionError) as e:

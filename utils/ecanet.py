@@ -122,6 +122,58 @@ def timm_key_map(model: nn.Module) -> dict[str, str]:
     return _key_map(model, pairs)
 
 
+def ecanet_backbone_key_map(model: nn.Module) -> dict[str, str]:
+    """``{ECA-Net's key: ours}`` for the ResNet backbone of a detector (``models/hub/yolov5-eca-resnet50.yaml``): its
+    stem ConvAct (layer 0) and every residual block; the neck and head have no ECA-Net counterpart, nor ``fc`` ours."""
+    blocks = _blocks(model)
+    if not blocks or not isinstance(model.model[0], ConvAct) or isinstance(blocks[0][1], InvertedResidual):
+        raise ValueError(f"{type(model).__name__}: no ECA-ResNet backbone (stem ConvAct as layer 0, then ResNet "
+                         f"blocks); ECA-Net backbone weights fit models/hub/yolov5-eca-resnet50.yaml")
+    pairs = [(a.format(stem="model.0"), b.format(stem="model.0"))
+             for a, b in ECANET_NAMES["resnet-top"] if "{head}" not in b]
+    pairs += _resnet_pairs(blocks, ECANET_NAMES["resnet-block"])
+    last = int(blocks[-1][0].split(".")[1])
+    backbone = [k for k in model.state_dict() if int(k.split(".")[1]) <= last]
+    return _key_map(_Keys(backbone), pairs)
+
+
+class _Keys:
+    """Stands in for a model whose state_dict holds only ``keys`` (for ``_key_map``)."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = keys
+
+    def state_dict(self) -> dict[str, None]:
+        return dict.fromkeys(self.keys)
+
+
+def load_ecanet_backbone(model: nn.Module, weights: str | Path | dict) -> int:
+    """Load the backbone tensors of ECA-Net's ImageNet weights (``.pth.tar`` path or loaded dict; ``fc`` is left out)
+    into a detector on an ECA-ResNet backbone; every backbone tensor must be there with its shape. Returns how many
+    tensors were loaded."""
+    from utils.checkpoint import CheckpointError, _raw_load
+
+    where = str(weights) if isinstance(weights, (str, Path)) else "ECA-Net state_dict"
+    try:
+        sd = ecanet_state_dict(_raw_load(weights) if isinstance(weights, (str, Path)) else weights)
+        names = ecanet_backbone_key_map(model)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    ours = model.state_dict()
+    missing = [k for k in names if k not in sd]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs ours {tuple(ours[names[k]].shape)}" for k in names
+              if k in sd and sd[k].shape != ours[names[k]].shape]
+    unexpected = [k for k in sd if k not in names and not k.startswith("fc.")]
+    if missing or shapes or unexpected:
+        parts = [f"{len(v)} {what}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
+                 for what, v in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+                 if v]
+        raise CheckpointError(f"{where}: does not fit the detector's ECA-ResNet backbone ({'; '.join(parts)}); check "
+                              f"the YAML's stages and k_size against the checkpoint's architecture")
+    model.load_state_dict({names[k]: sd[k].to(ours[names[k]].dtype) for k in names}, strict=False)
+    return len(names)
+
+
 def to_ecanet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model``'s weights under ECA-Net's names (the keys and shapes its ``model.state_dict()`` holds)."""
     sd = model.state_dict()
