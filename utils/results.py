@@ -77,6 +77,13 @@ def read_results(file: str | Path) -> dict[str, list[float]]:
     return out
 
 
+def read_rows(file: str | Path) -> list[dict[str, float]]:
+    """The same file as one dict per epoch; a last row cut short (a killed run) is left out."""
+    columns = read_results(file)
+    n = min(map(len, columns.values()), default=0)
+    return [{name: values[i] for name, values in columns.items()} for i in range(n)]
+
+
 def plot_results(file: str | Path, panels: tuple[str, ...] = DETECT_PANELS) -> Path | None:
     """Draw ``results.png`` next to ``file``: one panel per column in ``panels`` (two rows of five), each with the
     epoch values and a smoothed line. Returns the image's path, or None when the csv has no rows."""

@@ -207,23 +207,15 @@ def resumable(last: Path) -> bool:
 
 def read_results(run: Path) -> list[dict[str, float]]:
     """The rows of a run's ``results.csv`` (YOLOv5's padded column names stripped), [] when there is none."""
-    f = run / "results.csv"
-    if not f.is_file():
-        return []
-    rows = []
-    with open(f, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, skipinitialspace=True):
-            try:
-                rows.append({k.strip(): float(v) for k, v in row.items() if k is not None and v not in (None, "")})
-            except ValueError:
-                continue  # a row cut short by a kill
-    return rows
+    from utils.results import read_rows  # the engine's logger comes with it: imported when a study reads results
+
+    return read_rows(run / "results.csv")
 
 
 def final_metrics(run: Path) -> dict[str, float] | None:
     """mAP@.5 and mAP@.5:.95 of the epoch of best fitness (0.1·mAP@.5 + 0.9·mAP@.5:.95), which is the epoch whose
     weights ``best.pt`` holds and YOLOv5's final validation reports; None when the run has no validated epoch."""
-    rows = [r for r in read_results(run) if MAP in r and MAP50 in r]
+    rows = [r for r in read_results(run) if all(math.isfinite(r.get(k, math.nan)) for k in (MAP, MAP50))]
     if not rows:
         return None
     best = max(rows, key=lambda r: 0.1 * r[MAP50] + 0.9 * r[MAP])
