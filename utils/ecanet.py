@@ -151,24 +151,13 @@ def load_ecanet_backbone(model: nn.Module, weights: str | Path | dict) -> int:
     """Load the backbone tensors of ECA-Net's ImageNet weights (``.pth.tar`` path or loaded dict; ``fc`` is left out)
     into a detector on an ECA-ResNet backbone; every backbone tensor must be there with its shape. Returns how many
     tensors were loaded."""
-    from utils.checkpoint import CheckpointError, _raw_load
+    from utils.checkpoint import CheckpointError
 
-    where = str(weights) if isinstance(weights, (str, Path)) else "ECA-Net state_dict"
-    try:
-        sd = ecanet_state_dict(_raw_load(weights) if isinstance(weights, (str, Path)) else weights)
-        names = ecanet_backbone_key_map(model)
-    except ValueError as e:
-        raise CheckpointError(f"{where}: {e}") from None
+    where, sd, names = _read(model, weights, ecanet_backbone_key_map, "ECA-Net")
     ours = model.state_dict()
-    missing = [k for k in names if k not in sd]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs ours {tuple(ours[names[k]].shape)}" for k in names
-              if k in sd and sd[k].shape != ours[names[k]].shape]
-    unexpected = [k for k in sd if k not in names and not k.startswith("fc.")]
-    if missing or shapes or unexpected:
-        parts = [f"{len(v)} {what}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
-                 for what, v in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
-                 if v]
-        raise CheckpointError(f"{where}: does not fit the detector's ECA-ResNet backbone ({'; '.join(parts)}); check "
+    problems = _misfits(sd, names, ours, ignore="fc.")
+    if problems:
+        raise CheckpointError(f"{where}: does not fit the detector's ECA-ResNet backbone ({problems}); check "
                               f"the YAML's stages and k_size against the checkpoint's architecture")
     model.load_state_dict({names[k]: sd[k].to(ours[names[k]].dtype) for k in names}, strict=False)
     return len(names)
@@ -202,26 +191,39 @@ def load_timm_weights(model: nn.Module, weights: str | Path | dict) -> nn.Module
     return _load(model, weights, timm_key_map, "timm")
 
 
-def _load(model: nn.Module, weights: str | Path | dict, key_map, source: str) -> nn.Module:
+def _read(model: nn.Module, weights: str | Path | dict, key_map, source: str) -> tuple[str, dict, dict[str, str]]:
+    """(what to call the weights in an error, their state_dict, their names -> ours) for ``model``."""
     from utils.checkpoint import CheckpointError, _raw_load
 
     where = str(weights) if isinstance(weights, (str, Path)) else f"{source} state_dict"
     try:
         sd = ecanet_state_dict(_raw_load(weights) if isinstance(weights, (str, Path)) else weights)
-        names = key_map(model)
+        return where, sd, key_map(model)
     except ValueError as e:
         raise CheckpointError(f"{where}: {e}") from None
-    ours = model.state_dict()
+
+
+def _misfits(sd: dict[str, torch.Tensor], names: dict[str, str], ours: dict[str, torch.Tensor],
+             ignore: str | None = None) -> str:
+    """The tensors of ``sd`` that do not fit ``names`` (missing, unexpected except those under ``ignore``, or of
+    another shape), as one phrase; empty when all fit."""
     missing = [k for k in names if k not in sd]
-    unexpected = [k for k in sd if k not in names]
+    unexpected = [k for k in sd if k not in names and not (ignore and k.startswith(ignore))]
     shapes = [f"{k} {tuple(sd[k].shape)} vs ours {tuple(ours[names[k]].shape)}" for k in names
               if k in sd and sd[k].shape != ours[names[k]].shape]
-    if missing or unexpected or shapes:
+    return "; ".join(f"{len(v)} {what}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
+                     for what, v in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+                     if v)
+
+
+def _load(model: nn.Module, weights: str | Path | dict, key_map, source: str) -> nn.Module:
+    from utils.checkpoint import CheckpointError
+
+    where, sd, names = _read(model, weights, key_map, source)
+    problems = _misfits(sd, names, model.state_dict())
+    if problems:
         name = Path(model.yaml_file).stem if getattr(model, "yaml_file", "") else type(model).__name__
-        parts = [f"{len(v)} {what}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
-                 for what, v in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
-                 if v]
-        raise CheckpointError(f"{where}: does not fit {name} ({'; '.join(parts)}); check the model YAML (and an "
+        raise CheckpointError(f"{where}: does not fit {name} ({problems}); check the model YAML (and an "
                               f"ECA-Net YAML's k_size, --ksize) against the checkpoint's architecture")
     model.load_state_dict({names[k]: v for k, v in sd.items()}, strict=True)
     return model
