@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,29 @@ def varied_boxes_model(cfg, names: dict[int, str], obj_bias: float):
         model(torch.rand(4, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
     model.names = dict(names)
     return model.eval()
+
+
+def onnx_relative_error(model, file: Path, hw: tuple[int, int], **session_options) -> float:
+    """Export ``model`` (eval mode) to ONNX next to ``file`` and run it on ONNX Runtime on ``probe_input``: checks
+    that the export holds YOLOv5's layout (batch, anchors, 5 + nc) and returns its largest difference from the
+    PyTorch model's (batch, 4 + nc, anchors) output, relative to each channel's scale (pixels for boxes, 1 for
+    scores)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import export
+    from tests.fingerprint import probe_input
+    from utils.backend import yolov5_to_engine
+
+    out = export.export_model(deepcopy(model), file, include=["onnx"], imgsz=list(hw), check=False)
+    x = probe_input(*hw)
+    with torch.no_grad():
+        ref = model(x)[0].numpy()
+    session = ort.InferenceSession(str(out["onnx"]["file"]), providers=["CPUExecutionProvider"], **session_options)
+    y = session.run(None, {"images": x.numpy()})[0]  # YOLOv5's layout (batch, anchors, 5 + nc)
+    assert y.shape == (ref.shape[0], ref.shape[2], ref.shape[1] + 1)
+    y = yolov5_to_engine(torch.from_numpy(y)).numpy()  # boxes, obj x cls: the PyTorch model's (batch, 4 + nc, anchors)
+    assert y.shape == ref.shape
+    scale = np.abs(ref).max(axis=(0, 2), keepdims=True) + 1
+    return float((np.abs(y - ref) / scale).max())

@@ -8,15 +8,13 @@ import math
 from copy import deepcopy
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from models.classify import ClassificationModel, ResBottleneck
 from models.yolo import Model, resolve_cfg
-from tests.fingerprint import fill_deterministic_, probe_input
-from tests.helpers import shapes_data
-from utils.backend import yolov5_to_engine
+from tests.fingerprint import fill_deterministic_
+from tests.helpers import onnx_relative_error, shapes_data
 
 CFG = Path(__file__).resolve().parents[1] / "models" / "hub" / "yolov5-eca-resnet50.yaml"
 BACKBONE = range(6)  # stem, max-pool, the four stages
@@ -114,22 +112,7 @@ def test_trains_and_validates(tmp_path):
 
 
 def test_onnx_export_matches_pytorch(tmp_path, detector):
-    import onnxruntime as ort
-
-    import export
-
-    hw = (64, 96)
     model = fill_deterministic_(deepcopy(detector)).eval()
-    out = export.export_model(deepcopy(model), tmp_path / "eca.pt", include=["onnx"], imgsz=list(hw), check=False)
-    x = probe_input(*hw)
-    with torch.no_grad():
-        ref = model(x)[0].numpy()
-    session = ort.InferenceSession(str(out["onnx"]["file"]), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"images": x.numpy()})[0]  # YOLOv5's layout (batch, anchors, 5 + nc)
-    assert y.shape == (ref.shape[0], ref.shape[2], ref.shape[1] + 1)
-    y = yolov5_to_engine(torch.from_numpy(y)).numpy()
-    assert y.shape == ref.shape
-    scale = np.abs(ref).max(axis=(0, 2), keepdims=True) + 1  # boxes are in pixels, scores in [0, 1]
-    diff = (np.abs(y - ref) / scale).max()
-    print(f"ONNX max relative difference {diff:.2e}, max abs {np.abs(y - ref).max():.2e}")
+    diff = onnx_relative_error(model, tmp_path / "eca.pt", (64, 96))
+    print(f"ONNX max relative difference {diff:.2e}")
     assert diff < 1e-4

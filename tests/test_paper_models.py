@@ -15,7 +15,7 @@ import yaml
 from models import paper_blocks as pb
 from models.yolo import PAPER_BLOCK_SET, YOLOV5_BLOCKS, Model, ModelYAMLError, block_set_of, resolve_cfg
 from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
-from utils.backend import yolov5_to_engine
+from tests.helpers import onnx_relative_error
 
 PAPER = Path(__file__).resolve().parents[1] / "models" / "hub" / "ema-paper"
 REFERENCE = json.loads((Path(__file__).resolve().parent / "data" / "ema_paper_reference.json").read_text())
@@ -187,19 +187,5 @@ def test_light_blocks_shapes_and_errors():
     ("yolov5s-0.6-pruned", {}, (96, 128)),  # prunable C3, SPPF e
 ])
 def test_onnx_export_matches_pytorch(tmp_path, name, override, hw):
-    import onnxruntime as ort
-
-    import export
-
     model = fill_deterministic_(Model(load_cfg(name, **override), verbose=False)).eval()
-    out = export.export_model(deepcopy(model), tmp_path / f"{name}.pt", include=["onnx"], imgsz=list(hw), check=False)
-    x = probe_input(*hw)
-    with torch.no_grad():
-        ref = model(x)[0].numpy()
-    session = ort.InferenceSession(str(out["onnx"]["file"]), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"images": x.numpy()})[0]  # YOLOv5's layout (batch, anchors, 5 + nc)
-    assert y.shape == (ref.shape[0], ref.shape[2], ref.shape[1] + 1)
-    y = yolov5_to_engine(torch.from_numpy(y)).numpy()  # boxes, obj x cls: the PyTorch model's (batch, 4 + nc, anchors)
-    assert y.shape == ref.shape
-    scale = np.abs(ref).max(axis=(0, 2), keepdims=True) + 1  # boxes are in pixels, scores in [0, 1]
-    assert (np.abs(y - ref) / scale).max() < 1e-4
+    assert onnx_relative_error(model, tmp_path / f"{name}.pt", hw) < 1e-4

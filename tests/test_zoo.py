@@ -18,8 +18,7 @@ import yaml
 from models.common import C3TR, BottleneckCSP, Contract, Conv, Expand, GhostBottleneck, GhostConv
 from models.yolo import Model, ModelYAMLError, parse_activation, resolve_cfg
 from tests.fingerprint import fill_deterministic_, fingerprint, keys_digest, probe_input
-from tests.helpers import shapes_data
-from utils.backend import yolov5_to_engine
+from tests.helpers import onnx_relative_error, shapes_data
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = ROOT / "models" / "hub"
@@ -300,22 +299,7 @@ def test_p6_model_trains_validates_detects_and_exports(tiny_shapes, tmp_path):
     ("yolov5-p7", {"depth_multiple": 0.33, "width_multiple": 0.25}, (256, 256)),  # 5 levels, stride 128
 ])
 def test_onnx_export_matches_pytorch(tmp_path, name, override, hw):
-    import onnxruntime as ort
-
-    import export
-
     model = fill_deterministic_(Model(load_cfg(name, **override), verbose=False)).eval()
-    out = export.export_model(model, tmp_path / f"{name}.pt", include=["onnx"], imgsz=list(hw), check=False)
-    x = probe_input(*hw)
-    with torch.no_grad():
-        ref = model(x)[0].numpy()
     # ONNX Runtime's Pad_Fusion folds a zero Pad into the next MaxPool's pads, which MaxPool fills with -inf, so
     # yolov3-tiny's ZeroPad2d + MaxPool2d(2, 1) would differ from the (correct) exported graph: test without it
-    session = ort.InferenceSession(str(out["onnx"]["file"]), providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=["Pad_Fusion"])
-    y = session.run(None, {"images": x.numpy()})[0]  # YOLOv5's layout (batch, anchors, 5 + nc)
-    assert y.shape == (ref.shape[0], ref.shape[2], ref.shape[1] + 1)
-    y = yolov5_to_engine(torch.from_numpy(y)).numpy()  # boxes, obj x cls: the PyTorch model's (batch, 4 + nc, anchors)
-    assert y.shape == ref.shape
-    scale = np.abs(ref).max(axis=(0, 2), keepdims=True) + 1  # boxes are in pixels, scores in [0, 1]
-    assert (np.abs(y - ref) / scale).max() < 1e-4
+    assert onnx_relative_error(model, tmp_path / f"{name}.pt", hw, disabled_optimizers=["Pad_Fusion"]) < 1e-4
